@@ -1,0 +1,34 @@
+"""HorNet image classifiers in pure PyTorch: the nine variants, checkpoints, labels, preprocessing."""
+
+from model.checkpoint import CheckpointError
+from model.factory import create_model
+from model.hornet import HorNet, HorNetConfig, set_fused_layernorm
+from model.inference import BatchPredictor, pick_device
+from model.labels import Label, LabelSet
+from model.preprocess import ImageDecodeError, ImageTooLargeError, decode, normalize, preprocess, resize, to_rgb
+from model.registry import VARIANTS, Preprocessing, UnknownModelError, Variant, get_variant, resolve_name
+
+__all__ = [
+    "VARIANTS",
+    "BatchPredictor",
+    "CheckpointError",
+    "HorNet",
+    "HorNetConfig",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "Label",
+    "LabelSet",
+    "Preprocessing",
+    "UnknownModelError",
+    "Variant",
+    "create_model",
+    "decode",
+    "get_variant",
+    "normalize",
+    "pick_device",
+    "preprocess",
+    "resize",
+    "resolve_name",
+    "set_fused_layernorm",
+    "to_rgb",
+]
