@@ -69,7 +69,9 @@ def download(url: str, cache_dir: Path | None = None, progress: bool = False) ->
         match = _HASH_IN_NAME.search(target.name)
         log.info("downloading %s to %s", url, target)
         try:
-            torch.hub.download_url_to_file(url, str(target), hash_prefix=match.group(1) if match else None, progress=progress)
+            torch.hub.download_url_to_file(
+                url, str(target), hash_prefix=match.group(1) if match else None, progress=progress
+            )
         except RuntimeError as exc:
             if "invalid hash value" in str(exc):
                 raise CheckpointError(f"hash mismatch for {url}: {exc}") from exc
@@ -109,7 +111,9 @@ def read_source(source: WeightsSource, variant: Variant) -> Mapping[str, object]
     if path.is_dir():
         found = find_in_directory(variant, path)
         if found is None:
-            raise CheckpointError(f"no checkpoint for {variant.id} in {path} (looked for {variant.checkpoint_filename})")
+            raise CheckpointError(
+                f"no checkpoint for {variant.id} in {path} (looked for {variant.checkpoint_filename})"
+            )
         verify_hash_prefix(found)
         return read_file(found)
     return read_file(path)

@@ -138,13 +138,16 @@ class HorNet(nn.Module):
         super().__init__()
         self.config = config
         widths = config.widths
-        self.downsample_layers = nn.ModuleList([nn.Sequential(nn.Conv2d(3, widths[0], 4, stride=4), LayerNorm2d(widths[0]))])
+        self.downsample_layers = nn.ModuleList(
+            [nn.Sequential(nn.Conv2d(3, widths[0], 4, stride=4), LayerNorm2d(widths[0]))]
+        )
         for i in range(1, 4):
             self.downsample_layers.append(
                 nn.Sequential(LayerNorm2d(widths[i - 1]), nn.Conv2d(widths[i - 1], widths[i], 2, stride=2))
             )
         self.stages = nn.ModuleList(
-            nn.Sequential(*(Block(widths[i], ORDERS[i], config.gf_sizes[i]) for _ in range(DEPTHS[i]))) for i in range(4)
+            nn.Sequential(*(Block(widths[i], ORDERS[i], config.gf_sizes[i]) for _ in range(DEPTHS[i])))
+            for i in range(4)
         )
         self.norm = nn.LayerNorm(widths[-1], eps=LN_EPS)
         self.head = nn.Linear(widths[-1], config.num_classes)

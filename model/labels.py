@@ -75,7 +75,9 @@ _BY_SIZE = {1000: imagenet_1k, 10459: hornet_22k, 21841: imagenet_21k}
 
 
 def generic(num_classes: int) -> LabelSet:
-    return LabelSet(name="generic", labels=tuple(Label(index=i, wnid=None, name=f"class_{i}") for i in range(num_classes)))
+    return LabelSet(
+        name="generic", labels=tuple(Label(index=i, wnid=None, name=f"class_{i}") for i in range(num_classes))
+    )
 
 
 def from_file(path: str | Path, num_classes: int) -> LabelSet:

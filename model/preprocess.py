@@ -54,7 +54,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         pass
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode in ("RGB", "L") and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode in ("RGB", "L") and "transparency" in image.info
+    ):
         return _composite_on_white(image)
     if image.mode.startswith("I") or image.mode == "F":
         return _sixteen_bit_to_rgb(image)
@@ -70,7 +72,9 @@ def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Im
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise ImageTooLargeError(f"image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}")
+                raise ImageTooLargeError(
+                    f"image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}"
+                )
             if draft_size is not None and image.format == "JPEG":
                 image.draft("RGB", (draft_size, draft_size))
             image.load()
@@ -107,7 +111,7 @@ def resize(image: Image.Image, recipe: Preprocessing) -> np.ndarray:
         out = image.resize((size, size), Image.BICUBIC)
     else:
         out = _centre_crop_resize(image, recipe.resize_short, size)
-    return np.asarray(out, dtype=np.uint8)
+    return np.array(out, dtype=np.uint8)
 
 
 def normalize(batch: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
@@ -120,5 +124,5 @@ def normalize(batch: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
 def preprocess(image: Image.Image, name: str) -> torch.Tensor:
     """SPEC.md's evaluation pipeline for one image: float32 (3, H, W), normalised."""
     recipe = get_variant(name).preprocessing
-    pixels = torch.from_numpy(resize(to_rgb(image), recipe).copy())
+    pixels = torch.from_numpy(resize(to_rgb(image), recipe))
     return normalize(pixels[None], recipe)[0].contiguous()

@@ -36,9 +36,9 @@ def to_mmpretrain(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     out = {}
     for key, value in state_dict.items():
         if key.startswith("head."):
-            new = "head.fc." + key[len("head."):]
+            new = "head.fc." + key[len("head.") :]
         elif key.startswith("norm."):
-            new = "backbone.norm3." + key[len("norm."):]
+            new = "backbone.norm3." + key[len("norm.") :]
         else:
             new = "backbone." + key.replace(".gnconv.pws.", ".gnconv.projs.")
             if new.endswith((".gamma1", ".gamma2")):
