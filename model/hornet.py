@@ -157,7 +157,7 @@ class HorNet(nn.Module):
         return self.head.out_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        for downsample, stage in zip(self.downsample_layers, self.stages):
+        for downsample, stage in zip(self.downsample_layers, self.stages, strict=True):
             x = stage(downsample(x))
         return self.norm(x.mean((-2, -1)))
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -48,10 +49,8 @@ def _sixteen_bit_to_rgb(image: Image.Image) -> Image.Image:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB, as a photo viewer would show it: EXIF orientation applied, alpha composited
     on white, palettes expanded, CMYK converted, 16-bit and float grayscale scaled to 8 bits."""
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block must not cost the image; keep it unrotated
         image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block must not cost the image; keep it unrotated
-        pass
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
