@@ -1,0 +1,88 @@
+"""The classifier deployment: one per enabled variant, a batched HorNet on a GPU or the CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ray import serve
+
+from model import BatchPredictor, create_model, get_variant, pick_device
+from service.config import Settings
+from service.metrics import ClassifierMetrics
+from service.schemas import ModelInfo
+from service.weights import choose_weights
+
+log = logging.getLogger("ray.serve")
+
+
+@dataclass(frozen=True)
+class Classification:
+    """A replica's answer for one image: small, so it crosses Ray cheaply."""
+
+    indices: list[int]
+    scores: list[float]
+    queue_s: float
+    inference_s: float
+    batch_size: int
+
+
+@serve.deployment
+class Classifier:
+    def __init__(self, model_id: str, settings: Settings) -> None:
+        cfg = settings.classifier_for(model_id)
+        if cfg.cpu_threads:
+            torch.set_num_threads(cfg.cpu_threads)
+        self.model_id = model_id
+        variant = get_variant(model_id)
+        device = pick_device(settings.device)
+        weights = choose_weights(variant, settings.weights_policy, cfg.weights, settings.checkpoint_dir)
+        net = create_model(model_id, weights=weights.source)
+        self.predictor = BatchPredictor(net, variant.preprocessing, device, cfg.precision, cfg.channels_last)
+        self.info = ModelInfo(
+            id=model_id,
+            num_classes=net.num_classes,
+            params=sum(p.numel() for p in net.parameters()),
+            weights="random-init" if weights.source is None else "checkpoint",
+            weights_source=weights.description,
+            device=str(device),
+            precision=cfg.precision,
+            labels_file=cfg.labels_file,
+        )
+        batch = cfg.batch
+        self._batched = serve.batch(
+            max_batch_size=batch.max_batch_size,
+            batch_wait_timeout_s=batch.batch_wait_timeout_s,
+            max_concurrent_batches=batch.max_concurrent_batches,
+        )(self._run_batch)
+        self.metrics = ClassifierMetrics.create()
+        started = time.perf_counter()
+        self.predictor.warmup(list(range(1, batch.max_batch_size + 1)))
+        log.info("%s ready on %s (%s): warmed batch sizes 1..%d in %.1fs", model_id, device, weights.description,
+                 batch.max_batch_size, time.perf_counter() - started)  # fmt: skip
+
+    def describe(self) -> ModelInfo:
+        return self.info
+
+    async def classify(self, pixels: np.ndarray, top_k: int) -> Classification:
+        return await self._batched(pixels, top_k, time.perf_counter())
+
+    async def _run_batch(self, pixels: list[np.ndarray], top_ks: list[int], arrived: list[float]) -> list[Classification]:
+        started = time.perf_counter()
+        # The forward runs in a thread (torch drops the GIL) so this replica keeps gathering the next batch.
+        indices, scores = await asyncio.to_thread(self.predictor.predict, np.stack(pixels), max(top_ks))
+        inference_s = time.perf_counter() - started
+        tags = {"model": self.model_id}
+        self.metrics.inference.observe(inference_s, tags=tags)
+        self.metrics.batch_size.observe(len(pixels), tags=tags)
+        results = []
+        for i, (k, t0) in enumerate(zip(top_ks, arrived, strict=True)):
+            self.metrics.queue_wait.observe(started - t0, tags=tags)
+            results.append(
+                Classification(indices[i, :k].tolist(), scores[i, :k].tolist(), started - t0, inference_s, len(pixels))
+            )
+        return results

@@ -1,0 +1,92 @@
+"""`hornet-serve`: a local Ray, the Serve app on it, until SIGINT/SIGTERM (then a clean shutdown)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.config import Settings, load_settings
+from service.serve_config import render
+
+log = logging.getLogger("hornet-serve")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="hornet-serve", description=__doc__)
+    p.add_argument("--config", help="YAML settings file (also $HORNET_CONFIG)")
+    p.add_argument("--models", help="comma-separated variant ids to enable, e.g. hornet-t,hornet-l-gf384")
+    p.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    p.add_argument("--weights", choices=["auto", "required", "random"], help="weights policy (default auto)")
+    p.add_argument("--checkpoint-dir", help="directory with checkpoints (air-gapped installs)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the models run (default auto)")
+    p.add_argument("--metrics-port", type=int, help="Ray metrics export port for Prometheus (default 8080)")
+    p.add_argument("--emit-serve-config", action="store_true", help="print the Serve config YAML and exit")
+    return p.parse_args(argv)
+
+
+def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    flags = {
+        "models": args.models.split(",") if args.models else None,
+        "host": args.host,
+        "port": args.port,
+        "weights_policy": args.weights,
+        "checkpoint_dir": args.checkpoint_dir,
+        "device": args.device,
+        "metrics_export_port": args.metrics_port,
+    }
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def run(settings: Settings) -> None:
+    import ray
+    from ray import serve
+
+    from service.app import build_app
+
+    ray.init(
+        address="local",
+        include_dashboard=False,
+        _metrics_export_port=settings.metrics_export_port,
+        _system_config={"metrics_report_interval_ms": 2000},
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.run(build_app(settings), name=settings.app_name, route_prefix="/")
+        log.info(
+            "hornet-serve ready on http://%s:%d (models: %s; metrics on :%d)",
+            settings.host, settings.port, ", ".join(settings.models), settings.metrics_export_port,
+        )  # fmt: skip
+        stop.wait()
+        log.info("shutting down")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    try:
+        settings = load_settings(args.config, cli_overrides(args))
+    except (ValidationError, ValueError, OSError) as exc:
+        print(f"hornet-serve: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    if args.emit_serve_config:
+        sys.stdout.write(render(settings, args.config or "(defaults)"))
+        return 0
+    run(settings)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

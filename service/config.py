@@ -1,0 +1,188 @@
+"""The one typed configuration: defaults < YAML file < environment (HORNET_*) < CLI flags.
+
+The same `Settings` object builds the running application (`service.app`) and the Serve config YAML
+that `serve deploy` and KubeRay use (`service.serve_config`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from model import UnknownModelError, resolve_name
+
+WeightsPolicy = Literal["auto", "required", "random"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["fp32", "bf16", "fp16"]
+ENV_PREFIX = "HORNET_"
+
+
+def _model_id(name: str) -> str:
+    try:
+        return resolve_name(name)
+    except UnknownModelError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchSettings(_Strict):
+    """`@serve.batch` settings of one classifier deployment."""
+
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(0.005, ge=0, le=1)
+    max_concurrent_batches: int = Field(1, ge=1, le=16)
+
+
+class AutoscalingSettings(_Strict):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(4, ge=1)
+    target_ongoing_requests: float = Field(8, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        return self
+
+
+class ClassifierSettings(_Strict):
+    """Deployment settings of one variant's classifier."""
+
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingSettings | None = None
+    num_cpus: float = Field(0.5, ge=0, description="Ray logical CPUs reserved per replica")
+    num_gpus: float = Field(0, ge=0, le=1, description="GPU share per replica (1 or a fraction); 0 on CPU")
+    cpu_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores")
+    precision: Precision = "fp32"
+    channels_last: bool = True
+    batch: BatchSettings = BatchSettings()
+    max_ongoing_requests: int = Field(16, ge=1)
+    max_queued_requests: int = Field(64, ge=1)
+    weights: str | None = Field(None, description="explicit checkpoint path or URL for this variant")
+    labels_file: str | None = None
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources (placement)")
+
+    @model_validator(mode="after")
+    def _batches_can_fill(self) -> ClassifierSettings:
+        needed = self.batch.max_batch_size * self.batch.max_concurrent_batches
+        if self.max_ongoing_requests < needed:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) is below max_batch_size x "
+                f"max_concurrent_batches ({self.batch.max_batch_size} x {self.batch.max_concurrent_batches} = "
+                f"{needed}): batches could never fill"
+            )
+        return self
+
+
+class GatewaySettings(_Strict):
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingSettings | None = None
+    num_cpus: float = Field(0.25, ge=0)
+    max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(256, ge=1)
+    decode_threads: int = Field(2, ge=1, description="threads decoding images per gateway replica")
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_pixels: int = Field(40_000_000, ge=1)
+    max_top_k: int = Field(100, ge=1)
+    jpeg_draft: bool = Field(False, description="decode big JPEGs at reduced scale (faster, changes pixels)")
+
+
+class Timeouts(_Strict):
+    inference_s: float = Field(30, gt=0, description="gateway waits this long for a classifier: then 504")
+    retry_after_s: int = Field(1, ge=1, description="Retry-After on 503")
+
+
+class Settings(_Strict):
+    models: list[str] = Field(default_factory=lambda: ["hornet-t", "hornet-l-gf384"])
+    default_model: str | None = None
+    weights_policy: WeightsPolicy = "auto"
+    checkpoint_dir: str | None = None
+    device: Device = "auto"
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    metrics_export_port: int = Field(8080, ge=1, le=65535)
+    app_name: str = "hornet"
+    classifier: ClassifierSettings = ClassifierSettings()
+    per_model: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides by variant id")
+    gateway: GatewaySettings = GatewaySettings()
+    limits: Limits = Limits()
+    timeouts: Timeouts = Timeouts()
+
+    @field_validator("models")
+    @classmethod
+    def _known_models(cls, names: list[str]) -> list[str]:
+        ids = [_model_id(n) for n in names]
+        if not ids:
+            raise ValueError("enable at least one model")
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"a model is enabled twice: {names}")
+        return ids
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.default_model is not None and _model_id(self.default_model) not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not among the enabled models {self.models}")
+        for name in self.per_model:
+            if _model_id(name) not in self.models:
+                raise ValueError(f"per_model has settings for {name!r}, which is not enabled ({self.models})")
+        for model_id in self.models:
+            self.classifier_for(model_id)  # validates each merged variant's settings
+        return self
+
+    @property
+    def default_model_id(self) -> str:
+        return resolve_name(self.default_model) if self.default_model else self.models[0]
+
+    def classifier_for(self, model_id: str) -> ClassifierSettings:
+        overrides = next((v for k, v in self.per_model.items() if resolve_name(k) == model_id), {})
+        return ClassifierSettings.model_validate(_deep_merge(self.classifier.model_dump(), overrides))
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in update.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(merged.get(key), dict) and isinstance(value, dict) else value
+    return merged
+
+
+def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        target = target.setdefault(part, {})
+    target[path[-1]] = value
+
+
+def environment_overrides(environ: dict[str, str] | os._Environ = os.environ) -> dict[str, Any]:
+    """`HORNET_CLASSIFIER__BATCH__MAX_BATCH_SIZE=16` -> {"classifier": {"batch": {"max_batch_size": "16"}}}.
+    Values are YAML-parsed, so lists and numbers work: `HORNET_MODELS='[hornet-t]'`."""
+    overrides: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
+            path = key[len(ENV_PREFIX) :].lower().split("__")
+            _set_path(overrides, path, yaml.safe_load(raw) if raw else raw)
+    return overrides
+
+
+def load_settings(
+    path: str | Path | None = None,
+    cli_overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | os._Environ = os.environ,
+) -> Settings:
+    """Defaults, then the YAML file (`path` or $HORNET_CONFIG), then HORNET_* variables, then CLI flags."""
+    data: dict[str, Any] = {}
+    path = path or environ.get(ENV_PREFIX + "CONFIG")
+    if path:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    data = _deep_merge(data, environment_overrides(environ))
+    data = _deep_merge(data, cli_overrides or {})
+    return Settings.model_validate(data)
+

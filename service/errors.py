@@ -1,0 +1,63 @@
+"""The HTTP errors of DESIGN.md's table, each a status and a JSON body `{"error": {type, message, request_id}}`."""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 400
+    type = "bad_request"
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+    def body(self, request_id: str) -> dict:
+        return {"error": {"type": self.type, "message": self.message, "request_id": request_id}}
+
+
+class InvalidImage(ApiError):
+    status, type = 400, "invalid_image"
+
+
+class UnknownModel(ApiError):
+    status, type = 404, "unknown_model"
+
+
+class NotFound(ApiError):
+    status, type = 404, "not_found"
+
+
+class MethodNotAllowed(ApiError):
+    status, type = 405, "method_not_allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status, type = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, type = 415, "unsupported_media_type"
+
+
+class InvalidParameter(ApiError):
+    status, type = 422, "invalid_parameter"
+
+
+class Unavailable(ApiError):
+    """Overloaded or not ready: the client should retry after `Retry-After` seconds."""
+
+    status, type = 503, "unavailable"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class Timeout(ApiError):
+    status, type = 504, "timeout"
+
+
+class Internal(ApiError):
+    """A fault of the server (never of the client's input)."""
+
+    status, type = 500, "internal"

@@ -1,0 +1,233 @@
+"""The gateway: FastAPI ingress that checks, decodes and routes each image, then labels the answer."""
+
+import asyncio
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
+from ray.serve.handle import DeploymentHandle
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from model import ImageDecodeError, ImageTooLargeError, LabelSet, UnknownModelError, decode, get_variant, resize
+from model.labels import for_head
+from service import errors
+from service.classifier import Classification
+from service.config import Settings
+from service.metrics import GatewayMetrics
+from service.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, Prediction
+from service.upload import image_bytes
+
+log = logging.getLogger("ray.serve")
+# Ray Serve's proxy accepts a client's X-Request-ID (or makes one), passes it in, and echoes it back.
+REQUEST_ID_HEADER = "x-request-id"
+_ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503, 504)}
+
+app = FastAPI(
+    title="hornet-serve",
+    version="0.1.0",
+    description="HorNet image classification. POST an image to /v1/classify?model=<id>.",
+)
+
+
+def request_id_of(request: Request) -> str:
+    return request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+
+
+def _error_response(request: Request, error: errors.ApiError) -> JSONResponse:
+    return JSONResponse(error.body(request_id_of(request)), status_code=error.status, headers=error.headers)
+
+
+@app.exception_handler(errors.ApiError)
+async def _api_error(request: Request, exc: errors.ApiError) -> JSONResponse:
+    return _error_response(request, exc)
+
+
+@app.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return _error_response(request, errors.InvalidParameter(problems))
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    error_type = {404: errors.NotFound, 405: errors.MethodNotAllowed}.get(exc.status_code, errors.ApiError)
+    error = error_type(str(exc.detail))
+    error.status = exc.status_code
+    return _error_response(request, error)
+
+
+@serve.deployment
+@serve.ingress(app)
+class Gateway:
+    def __init__(self, settings: Settings, classifiers: dict[str, DeploymentHandle]) -> None:
+        self.settings = settings
+        self.classifiers = classifiers
+        self.decoder = ThreadPoolExecutor(settings.gateway.decode_threads, thread_name_prefix="decode")
+        self.metrics = GatewayMetrics.create()
+        self._info: dict[str, ModelInfo] = {}
+        self._labels: dict[str, LabelSet] = {}
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _resolve(self, name: str | None) -> str:
+        if name is None:
+            return self.settings.default_model_id
+        enabled = ", ".join(self.settings.models)
+        try:
+            model_id = get_variant(name).id
+        except UnknownModelError:
+            raise errors.UnknownModel(f"unknown model {name[:64]!r}; enabled models: {enabled}") from None
+        if model_id not in self.classifiers:
+            raise errors.UnknownModel(f"model {model_id!r} is not enabled here; enabled models: {enabled}")
+        return model_id
+
+    async def _model_info(self, model_id: str, timeout_s: float) -> ModelInfo:
+        if model_id not in self._info:
+            info = await asyncio.wait_for(self.classifiers[model_id].describe.remote(), timeout_s)
+            self._labels[model_id] = for_head(info.num_classes, info.labels_file)
+            self._info[model_id] = info
+        return self._info[model_id]
+
+    def _decode(self, data: bytes, model_id: str) -> np.ndarray:
+        recipe = get_variant(model_id).preprocessing
+        draft = 2 * (recipe.resize_short or recipe.input_size) if self.settings.limits.jpeg_draft else None
+        return resize(decode(data, max_pixels=self.settings.limits.max_pixels, draft_size=draft), recipe)
+
+    async def _infer(self, model_id: str, pixels: np.ndarray, top_k: int) -> Classification:
+        retry = self.settings.timeouts.retry_after_s
+        response = self.classifiers[model_id].classify.remote(pixels, top_k)
+        try:
+            return await asyncio.wait_for(response, self.settings.timeouts.inference_s)
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise errors.Timeout(f"{model_id} did not answer within {self.settings.timeouts.inference_s:g}s") from None
+        except BackPressureError:
+            raise errors.Unavailable(f"{model_id} is overloaded; retry later", retry) from None
+        except (DeploymentUnavailableError, RayActorError, RequestCancelledError) as exc:
+            raise errors.Unavailable(f"{model_id} is not available right now ({type(exc).__name__})", retry) from None
+
+    # --- routes --------------------------------------------------------------------------------
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERROR_RESPONSES)
+    async def classify(
+        self,
+        request: Request,
+        model: str | None = Query(None, description="variant id or alias; default: the configured default"),
+        top_k: int = Query(5, description="how many predictions, best first"),
+    ) -> JSONResponse:
+        """Classify one image: the raw body (image/* or application/octet-stream) or multipart field `file`."""
+        started = time.perf_counter()
+        model_tag, status = "unknown", 500
+        try:
+            model_id = self._resolve(model)
+            model_tag = model_id
+            if not 1 <= top_k <= self.settings.limits.max_top_k:
+                raise errors.InvalidParameter(f"top_k must be between 1 and {self.settings.limits.max_top_k}")
+            data = await image_bytes(request, self.settings.limits.max_body_bytes)
+            self.metrics.image_bytes.observe(len(data), tags={"model": model_id})
+            t0 = time.perf_counter()
+            try:
+                pixels = await asyncio.get_running_loop().run_in_executor(self.decoder, self._decode, data, model_id)
+            except ImageTooLargeError as exc:
+                raise errors.PayloadTooLarge(str(exc)) from None
+            except ImageDecodeError as exc:
+                raise errors.InvalidImage(str(exc)) from None
+            decode_s = time.perf_counter() - t0
+            self.metrics.decode.observe(decode_s, tags={"model": model_id})
+            info = await self._model_info(model_id, self.settings.timeouts.inference_s)
+            result = await self._infer(model_id, pixels, top_k)
+            labels = self._labels[model_id]
+            body = ClassifyResponse(
+                model=model_id,
+                predictions=[
+                    Prediction(rank=r + 1, class_index=i, wnid=labels[i].wnid, label=labels[i].name, score=s)
+                    for r, (i, s) in enumerate(zip(result.indices, result.scores, strict=True))
+                ],
+                weights=info.weights,
+                request_id=request_id_of(request),
+            )
+            total_ms = (time.perf_counter() - started) * 1e3
+            timing = (
+                f"decode;dur={decode_s * 1e3:.1f}, queue;dur={result.queue_s * 1e3:.1f}, "
+                f"inference;dur={result.inference_s * 1e3:.1f}, total;dur={total_ms:.1f}"
+            )
+            status = 200
+            return JSONResponse(body.model_dump(), headers={"Server-Timing": timing})
+        except errors.ApiError as exc:
+            status = exc.status
+            raise
+        finally:
+            tags = {"model": model_tag, "status": str(status)}
+            self.metrics.requests.inc(tags=tags)
+            self.metrics.request_latency.observe(time.perf_counter() - started, tags=tags)
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def list_models(self) -> ModelList:
+        """Every enabled variant: metadata, the loaded checkpoint, replicas and readiness."""
+        replicas = self._running_replicas()
+        cards = [await self._card(model_id, replicas.get(model_id, 0)) for model_id in self.settings.models]
+        return ModelList(models=cards, default=self.settings.default_model_id)
+
+    @app.get("/v1/models/{name}", response_model=ModelCard, responses=_ERROR_RESPONSES)
+    async def get_model(self, name: str) -> ModelCard:
+        model_id = self._resolve(name)
+        return await self._card(model_id, self._running_replicas().get(model_id, 0))
+
+    @app.get("/healthz")
+    async def healthz(self) -> dict:
+        """The gateway is alive (says nothing about the models)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"model": ErrorBody}})
+    async def readyz(self) -> dict:
+        """Every enabled variant loaded, warmed and answering."""
+        not_ready = []
+        for model_id in self.settings.models:
+            try:
+                await self._model_info(model_id, timeout_s=2.0)
+            except Exception as exc:  # any failure to answer means not ready; say which and why
+                not_ready.append(f"{model_id} ({type(exc).__name__})")
+        if not_ready:
+            raise errors.Unavailable(f"not ready: {', '.join(not_ready)}", self.settings.timeouts.retry_after_s)
+        return {"status": "ready", "models": self.settings.models}
+
+    def _running_replicas(self) -> dict[str, int]:
+        try:
+            app_status = serve.status().applications[self.settings.app_name]
+        except Exception:  # the controller is briefly unreachable: report zero rather than fail the listing
+            return {}
+        return {name: d.replica_states.get("RUNNING", 0) for name, d in app_status.deployments.items()}
+
+    async def _card(self, model_id: str, replicas: int) -> ModelCard:
+        variant = get_variant(model_id)
+        try:
+            info: ModelInfo | None = await self._model_info(model_id, timeout_s=2.0)
+        except Exception:  # not loaded yet: the card still shows the static metadata, ready=false
+            info = None
+        return ModelCard(
+            id=model_id,
+            aliases=list(variant.aliases),
+            input_size=variant.input_size,
+            params=info.params if info else None,
+            gmacs=variant.gmacs,
+            top1=variant.top1,
+            top5=variant.top5,
+            train_data=variant.train_data,
+            classes=info.num_classes if info else None,
+            label_set=self._labels[model_id].name if info else None,
+            weights=info.weights if info else None,
+            weights_source=info.weights_source if info else None,
+            device=info.device if info else None,
+            precision=info.precision if info else None,
+            replicas=replicas,
+            ready=info is not None,
+            default=model_id == self.settings.default_model_id,
+        )

@@ -1,0 +1,66 @@
+"""Custom metrics, recorded through `ray.serve.metrics` so that every Ray node's metrics agent exports
+them (`--metrics-export-port`), correct with any number of replicas. Ray prefixes the names with `ray_`
+on export, e.g. `ray_hornet_request_latency_seconds_bucket`. One bucket layout per histogram."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ray.serve.metrics import Counter, Histogram
+
+_LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30]
+_BATCH_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
+_BYTES_BUCKETS = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7]
+
+
+@dataclass(frozen=True)
+class GatewayMetrics:
+    request_latency: Histogram
+    requests: Counter
+    decode: Histogram
+    image_bytes: Histogram
+
+    @classmethod
+    def create(cls) -> GatewayMetrics:
+        return cls(
+            request_latency=Histogram(
+                "hornet_request_latency_seconds", description="End-to-end /v1/classify latency in the gateway.",
+                boundaries=_LATENCY_BUCKETS, tag_keys=("model", "status"),
+            ),
+            requests=Counter(
+                "hornet_requests", description="/v1/classify requests by model and HTTP status.",
+                tag_keys=("model", "status"),
+            ),
+            decode=Histogram(
+                "hornet_decode_seconds", description="Image decode and resize time in the gateway.",
+                boundaries=_LATENCY_BUCKETS, tag_keys=("model",),
+            ),
+            image_bytes=Histogram(
+                "hornet_image_bytes", description="Size of uploaded images in bytes.",
+                boundaries=_BYTES_BUCKETS, tag_keys=("model",),
+            ),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ClassifierMetrics:
+    queue_wait: Histogram
+    inference: Histogram
+    batch_size: Histogram
+
+    @classmethod
+    def create(cls) -> ClassifierMetrics:
+        return cls(
+            queue_wait=Histogram(
+                "hornet_queue_wait_seconds", description="Time a request waits in the replica for its batch to start.",
+                boundaries=_LATENCY_BUCKETS, tag_keys=("model",),
+            ),
+            inference=Histogram(
+                "hornet_inference_seconds", description="Forward time of one batch (normalise, model, top-k).",
+                boundaries=_LATENCY_BUCKETS, tag_keys=("model",),
+            ),
+            batch_size=Histogram(
+                "hornet_batch_size", description="Requests per executed batch.",
+                boundaries=_BATCH_BUCKETS, tag_keys=("model",),
+            ),
+        )  # fmt: skip

@@ -1,0 +1,72 @@
+"""Response bodies of the HTTP API (they also document it in /docs)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+WeightsStatus = Literal["checkpoint", "random-init"]
+
+
+class Prediction(BaseModel):
+    rank: int = Field(description="1 = most likely")
+    class_index: int
+    wnid: str | None = Field(description="WordNet id, when the label set has one")
+    label: str
+    score: float = Field(description="softmax probability")
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    predictions: list[Prediction]
+    weights: WeightsStatus
+    request_id: str
+
+
+class ModelInfo(BaseModel):
+    """What a classifier replica reports about the model it loaded."""
+
+    id: str
+    num_classes: int
+    params: int
+    weights: WeightsStatus
+    weights_source: str
+    device: str
+    precision: str
+    labels_file: str | None = None
+
+
+class ModelCard(BaseModel):
+    id: str
+    aliases: list[str]
+    input_size: int
+    params: int | None
+    gmacs: float
+    top1: float | None
+    top5: float | None
+    train_data: str
+    classes: int | None
+    label_set: str | None
+    weights: WeightsStatus | None
+    weights_source: str | None
+    device: str | None
+    precision: str | None
+    replicas: int
+    ready: bool
+    default: bool
+
+
+class ModelList(BaseModel):
+    models: list[ModelCard]
+    default: str
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+    request_id: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail

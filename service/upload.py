@@ -1,0 +1,64 @@
+"""Turn an upload into image bytes: raw body (image/*, application/octet-stream) or multipart `file`,
+reading no more than the body limit."""
+
+from __future__ import annotations
+
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+
+from service.errors import InvalidImage, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
+
+RAW_TYPES = ("application/octet-stream",)
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, cut off with 413 as soon as it passes `limit` bytes (a declared Content-Length first)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body is {declared} bytes, the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _from_multipart(request: Request, body: bytes) -> bytes:
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
+    except MultiPartException as exc:
+        raise InvalidImage(f"malformed multipart body: {exc.message}") from exc
+    files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
+    wrong = sorted({key for key, _ in files if key != "file"})
+    if wrong:
+        raise InvalidParameter(f"unexpected file field(s) {wrong}: send the image in the field 'file'")
+    if not files:
+        raise InvalidParameter("multipart body has no 'file' field with an image")
+    if len(files) > 1:
+        raise InvalidParameter(f"send exactly one file per request, got {len(files)}")
+    return await files[0][1].read()
+
+
+async def image_bytes(request: Request, limit: int) -> bytes:
+    media_type = _media_type(request)
+    is_raw = media_type.startswith("image/") or media_type in RAW_TYPES
+    if not is_raw and media_type != "multipart/form-data":
+        raise UnsupportedMediaType(
+            f"unsupported Content-Type {media_type or '(none)'!r}: send image/*, application/octet-stream "
+            "or multipart/form-data with a 'file' field"
+        )
+    body = await read_limited(request, limit)
+    data = body if is_raw else await _from_multipart(request, body)
+    if not data:
+        raise InvalidImage("the image is empty (0 bytes)")
+    return data
