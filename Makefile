@@ -24,7 +24,7 @@ test: $(STAMP) lint
 	$(PY) -m pytest
 
 serve: $(STAMP)
-	$(VENV)/bin/hornet-serve
+	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml
 
 bench: $(STAMP)
 	$(PY) -m loadtest.bench_model

@@ -1,0 +1,86 @@
+"""One real local Ray + Serve per test session (CPU), serving random-weight HorNets."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from service.config import Settings
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# hornet-t is set up so that tests can fill it: batches of up to 4 gathered over 50 ms, and at most
+# 4 running + 2 queued requests before 503. hornet-l-gf384 checks routing and the 22k label set.
+TEST_SETTINGS = {
+    "models": ["hornet-t", "hornet-l-gf384"],
+    "weights_policy": "random",
+    "device": "cpu",
+    "classifier": {
+        "cpu_threads": 1,
+        "batch": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05},
+        "max_ongoing_requests": 4,
+        "max_queued_requests": 2,
+    },
+    "per_model": {"hornet-l-gf384": {"batch": {"max_batch_size": 1}, "max_queued_requests": 8}},
+    "limits": {"max_body_bytes": 2_000_000, "max_pixels": 20_000_000, "max_top_k": 50},
+    "timeouts": {"inference_s": 60},
+}
+
+
+class Service:
+    def __init__(self, base_url: str, metrics_url: str, metrics_port: int) -> None:
+        self.base_url = base_url
+        self.metrics_url = metrics_url
+        self.metrics_port = metrics_port
+        self.client = httpx.Client(base_url=base_url, timeout=120)
+
+    def metric_samples(self, name: str) -> list[tuple[dict[str, str], float]]:
+        """Samples of one exported metric family from the Ray metrics agent."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = httpx.get(self.metrics_url, timeout=10).text
+        return [
+            (s.labels, s.value)
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name
+        ]
+
+
+@pytest.fixture(scope="session")
+def service():
+    import ray
+    from ray import serve
+
+    from service.app import build_app
+
+    http_port, metrics_port = free_port(), free_port()
+    ray.init(
+        address="local",
+        num_cpus=4,
+        include_dashboard=False,
+        _metrics_export_port=metrics_port,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
+    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+    settings = Settings.model_validate(TEST_SETTINGS)
+    serve.run(build_app(settings), name=settings.app_name, route_prefix="/")
+    svc = Service(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics", metrics_port)
+    deadline = time.time() + 60
+    while svc.client.get("/readyz").status_code != 200:
+        assert time.time() < deadline, "service never became ready"
+        time.sleep(0.5)
+    yield svc
+    svc.client.close()
+    serve.shutdown()
+    ray.shutdown()

@@ -1,0 +1,151 @@
+"""The HTTP API against a real Ray Serve: endpoints, formats, routing, labels, errors."""
+
+import pytest
+
+from images import encode, photo
+from model import labels
+
+pytestmark = pytest.mark.integration
+
+JPEG = encode(photo(640, 480), "JPEG", quality=90)
+
+
+def _check_predictions(body: dict, model: str, k: int = 5) -> None:
+    assert body["model"] == model
+    assert body["weights"] == "random-init"
+    preds = body["predictions"]
+    assert [p["rank"] for p in preds] == list(range(1, k + 1))
+    scores = [p["score"] for p in preds]
+    assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
+    label_set = labels.imagenet_1k() if model == "hornet-t" else labels.hornet_22k()
+    for p in preds:
+        expected = label_set[p["class_index"]]
+        assert (p["wnid"], p["label"]) == (expected.wnid, expected.name)
+
+
+def test_health_ready_docs_and_openapi(service):
+    c = service.client
+    assert c.get("/healthz").json() == {"status": "ok"}
+    assert c.get("/readyz").json()["models"] == ["hornet-t", "hornet-l-gf384"]
+    assert "swagger" in c.get("/docs").text.lower()
+    paths = c.get("/openapi.json").json()["paths"]
+    assert {"/v1/classify", "/v1/models", "/v1/models/{name}", "/healthz", "/readyz"} <= set(paths)
+
+
+def test_models_listing_reports_what_is_loaded(service):
+    body = service.client.get("/v1/models").json()
+    assert body["default"] == "hornet-t"
+    cards = {m["id"]: m for m in body["models"]}
+    assert set(cards) == {"hornet-t", "hornet-l-gf384"}
+    t, l384 = cards["hornet-t"], cards["hornet-l-gf384"]
+    assert (t["input_size"], t["classes"], t["label_set"], t["params"]) == (224, 1000, "imagenet-1k", 22_409_512)
+    assert (l384["input_size"], l384["classes"], l384["label_set"]) == (384, 10459, "hornet-22k")
+    assert l384["params"] == 216_345_307 and l384["gmacs"] == 101.63
+    for card in cards.values():
+        assert card["ready"] and card["replicas"] == 1 and card["weights"] == "random-init"
+    one = service.client.get("/v1/models/hornet-large-gf384")
+    assert one.status_code == 200 and one.json()["id"] == "hornet-l-gf384"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP"])
+def test_classify_raw_and_multipart_in_every_format(service, fmt):
+    data = encode(photo(300, 200, seed=3), fmt)
+    raw = service.client.post(
+        "/v1/classify?model=hornet-t", content=data, headers={"Content-Type": f"image/{fmt.lower()}"}
+    )
+    assert raw.status_code == 200, raw.text
+    _check_predictions(raw.json(), "hornet-t")
+    multipart = service.client.post("/v1/classify?model=hornet-t", files={"file": (f"x.{fmt.lower()}", data)})
+    assert multipart.status_code == 200, multipart.text
+    assert multipart.json()["predictions"] == raw.json()["predictions"]
+
+
+def test_large_model_answers_from_the_22k_label_set(service):
+    r = service.client.post("/v1/classify?model=hornet-l-gf384", files={"file": ("cat.jpg", JPEG, "image/jpeg")})
+    assert r.status_code == 200, r.text
+    _check_predictions(r.json(), "hornet-l-gf384")
+
+
+def test_default_model_alias_top_k_and_headers(service):
+    r = service.client.post(
+        "/v1/classify?top_k=3", content=JPEG, headers={"Content-Type": "image/jpeg", "X-Request-ID": "req-42"}
+    )
+    assert r.status_code == 200
+    _check_predictions(r.json(), "hornet-t", k=3)
+    assert r.json()["request_id"] == "req-42" and r.headers["x-request-id"] == "req-42"
+    timing = r.headers["server-timing"]
+    assert all(f"{part};dur=" in timing for part in ("decode", "queue", "inference", "total"))
+    alias = service.client.post("/v1/classify?model=hornet-tiny", content=JPEG, headers={"Content-Type": "image/jpeg"})
+    assert alias.json()["model"] == "hornet-t"
+    made = service.client.post("/v1/classify", content=JPEG, headers={"Content-Type": "image/jpeg"})
+    assert len(made.json()["request_id"]) >= 16 and made.headers["x-request-id"] == made.json()["request_id"]
+
+
+def _error(response, status: int, error_type: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()["error"]
+    assert body["type"] == error_type and body["message"] and body["request_id"]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("query", "content", "headers", "status", "error_type"),
+    [
+        ("model=hornet-t", b"not an image", {"Content-Type": "image/jpeg"}, 400, "invalid_image"),
+        ("model=hornet-t", JPEG[: len(JPEG) // 2], {"Content-Type": "image/jpeg"}, 400, "invalid_image"),
+        ("model=hornet-t", b"", {"Content-Type": "image/png"}, 400, "invalid_image"),
+        ("model=resnet50", JPEG, {"Content-Type": "image/jpeg"}, 404, "unknown_model"),
+        ("model=../../etc/passwd", JPEG, {"Content-Type": "image/jpeg"}, 404, "unknown_model"),
+        ("model=hornet-b", JPEG, {"Content-Type": "image/jpeg"}, 404, "unknown_model"),
+        ("model=hornet-t", b"x" * 2_100_000, {"Content-Type": "image/jpeg"}, 413, "payload_too_large"),
+        ("model=hornet-t", b"hello", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+        ("model=hornet-t", JPEG, {}, 415, "unsupported_media_type"),
+        ("top_k=0", JPEG, {"Content-Type": "image/jpeg"}, 422, "invalid_parameter"),
+        ("top_k=-1", JPEG, {"Content-Type": "image/jpeg"}, 422, "invalid_parameter"),
+        ("top_k=1000000000", JPEG, {"Content-Type": "image/jpeg"}, 422, "invalid_parameter"),
+        ("top_k=ten", JPEG, {"Content-Type": "image/jpeg"}, 422, "invalid_parameter"),
+    ],
+)
+def test_error_statuses_and_bodies(service, query, content, headers, status, error_type):
+    _error(service.client.post(f"/v1/classify?{query}", content=content, headers=headers), status, error_type)
+
+
+def test_unknown_model_message_lists_the_enabled_ones(service):
+    r = service.client.post("/v1/classify?model=nope", content=JPEG, headers={"Content-Type": "image/jpeg"})
+    assert "hornet-t, hornet-l-gf384" in _error(r, 404, "unknown_model")["message"]
+
+
+def test_pixel_bomb_is_413_before_decoding(service):
+    from PIL import Image
+
+    bomb = encode(Image.new("L", (6000, 6000)), "PNG")
+    r = service.client.post("/v1/classify", content=bomb, headers={"Content-Type": "image/png"})
+    assert "pixels" in _error(r, 413, "payload_too_large")["message"]
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        ({"image": ("x.jpg", JPEG)}, "field 'file'"),
+        ([("file", ("a.jpg", JPEG)), ("file", ("b.jpg", JPEG))], "exactly one file"),
+    ],
+)
+def test_multipart_mistakes_are_422(service, files, message):
+    r = service.client.post("/v1/classify", files=files)
+    assert message in _error(r, 422, "invalid_parameter")["message"]
+
+
+def test_multipart_without_any_file_is_422(service):
+    r = service.client.post("/v1/classify", data={"note": "hi"}, files={"x": ("", b"")})
+    assert r.status_code in (400, 422)
+    r = service.client.post(
+        "/v1/classify", content=b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+    )  # fmt: skip
+    assert "no 'file' field" in _error(r, 422, "invalid_parameter")["message"]
+
+
+def test_unknown_routes_and_methods_are_json(service):
+    _error(service.client.get("/v2/nothing"), 404, "not_found")
+    _error(service.client.get("/v1/classify"), 405, "method_not_allowed")
+    _error(service.client.get("/v1/models/resnet"), 404, "unknown_model")
