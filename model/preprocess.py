@@ -83,7 +83,9 @@ def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Im
     except ImageTooLargeError:
         raise
     except Image.UnidentifiedImageError:
-        raise ImageDecodeError("cannot decode image: not a format this service reads (JPEG, PNG, WebP, GIF, BMP, TIFF)") from None
+        raise ImageDecodeError(
+            "cannot decode image: not a format this service reads (JPEG, PNG, WebP, GIF, BMP, TIFF)"
+        ) from None
     except Exception as exc:  # Pillow raises many types on hostile input; all mean "not a usable image"
         raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
 

@@ -71,7 +71,9 @@ class Classifier:
     async def classify(self, pixels: np.ndarray, top_k: int) -> Classification:
         return await self._batched(pixels, top_k, time.perf_counter())
 
-    async def _run_batch(self, pixels: list[np.ndarray], top_ks: list[int], arrived: list[float]) -> list[Classification]:
+    async def _run_batch(
+        self, pixels: list[np.ndarray], top_ks: list[int], arrived: list[float]
+    ) -> list[Classification]:
         started = time.perf_counter()
         # The forward runs in a thread (torch drops the GIL) so this replica keeps gathering the next batch.
         indices, scores = await asyncio.to_thread(self.predictor.predict, np.stack(pixels), max(top_ks))

@@ -151,7 +151,9 @@ class Settings(_Strict):
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in update.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(merged.get(key), dict) and isinstance(value, dict) else value
+        merged[key] = (
+            _deep_merge(merged[key], value) if isinstance(merged.get(key), dict) and isinstance(value, dict) else value
+        )
     return merged
 
 
@@ -185,4 +187,3 @@ def load_settings(
     data = _deep_merge(data, environment_overrides(environ))
     data = _deep_merge(data, cli_overrides or {})
     return Settings.model_validate(data)
-

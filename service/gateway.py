@@ -28,6 +28,7 @@ from service.upload import image_bytes
 log = logging.getLogger("ray.serve")
 # Ray Serve's proxy accepts a client's X-Request-ID (or makes one), passes it in, and echoes it back.
 REQUEST_ID_HEADER = "x-request-id"
+DESCRIBE_TIMEOUT_S = 5.0
 _ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503, 504)}
 
 app = FastAPI(
@@ -64,6 +65,12 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResp
     return _error_response(request, error)
 
 
+@app.exception_handler(Exception)
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unexpected error")
+    return _error_response(request, errors.Internal(f"internal error ({type(exc).__name__}); see the server log"))
+
+
 @serve.deployment
 @serve.ingress(app)
 class Gateway:
@@ -89,9 +96,15 @@ class Gateway:
             raise errors.UnknownModel(f"model {model_id!r} is not enabled here; enabled models: {enabled}")
         return model_id
 
-    async def _model_info(self, model_id: str, timeout_s: float) -> ModelInfo:
+    async def _model_info(self, model_id: str, timeout_s: float = DESCRIBE_TIMEOUT_S) -> ModelInfo:
+        """What the variant's replicas loaded (asked once, then cached); 503 while none answers."""
         if model_id not in self._info:
-            info = await asyncio.wait_for(self.classifiers[model_id].describe.remote(), timeout_s)
+            try:
+                info = await asyncio.wait_for(self.classifiers[model_id].describe.remote(), timeout_s)
+            except Exception as exc:  # any failure to answer means "not ready": say which and why
+                raise errors.Unavailable(
+                    f"{model_id} is not ready ({type(exc).__name__})", self.settings.timeouts.retry_after_s
+                ) from None
             self._labels[model_id] = for_head(info.num_classes, info.labels_file)
             self._info[model_id] = info
         return self._info[model_id]
@@ -142,7 +155,7 @@ class Gateway:
                 raise errors.InvalidImage(str(exc)) from None
             decode_s = time.perf_counter() - t0
             self.metrics.decode.observe(decode_s, tags={"model": model_id})
-            info = await self._model_info(model_id, self.settings.timeouts.inference_s)
+            info = await self._model_info(model_id)
             result = await self._infer(model_id, pixels, top_k)
             labels = self._labels[model_id]
             body = ClassifyResponse(
@@ -193,10 +206,10 @@ class Gateway:
         for model_id in self.settings.models:
             try:
                 await self._model_info(model_id, timeout_s=2.0)
-            except Exception as exc:  # any failure to answer means not ready; say which and why
-                not_ready.append(f"{model_id} ({type(exc).__name__})")
+            except errors.Unavailable as exc:
+                not_ready.append(exc.message)
         if not_ready:
-            raise errors.Unavailable(f"not ready: {', '.join(not_ready)}", self.settings.timeouts.retry_after_s)
+            raise errors.Unavailable("; ".join(not_ready), self.settings.timeouts.retry_after_s)
         return {"status": "ready", "models": self.settings.models}
 
     def _running_replicas(self) -> dict[str, int]:
@@ -210,7 +223,7 @@ class Gateway:
         variant = get_variant(model_id)
         try:
             info: ModelInfo | None = await self._model_info(model_id, timeout_s=2.0)
-        except Exception:  # not loaded yet: the card still shows the static metadata, ready=false
+        except errors.Unavailable:  # not loaded yet: the card still shows the static metadata, ready=false
             info = None
         return ModelCard(
             id=model_id,

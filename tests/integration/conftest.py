@@ -20,7 +20,7 @@ def free_port() -> int:
 
 
 # hornet-t is set up so that tests can fill it: batches of up to 4 gathered over 50 ms, and at most
-# 4 running + 2 queued requests before 503. hornet-l-gf384 checks routing and the 22k label set.
+# 4 running + 8 queued requests before 503. hornet-l-gf384 checks routing and the 22k label set.
 TEST_SETTINGS = {
     "models": ["hornet-t", "hornet-l-gf384"],
     "weights_policy": "random",
@@ -29,7 +29,7 @@ TEST_SETTINGS = {
         "cpu_threads": 1,
         "batch": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05},
         "max_ongoing_requests": 4,
-        "max_queued_requests": 2,
+        "max_queued_requests": 8,
     },
     "per_model": {"hornet-l-gf384": {"batch": {"max_batch_size": 1}, "max_queued_requests": 8}},
     "limits": {"max_body_bytes": 2_000_000, "max_pixels": 20_000_000, "max_top_k": 50},
