@@ -1,10 +1,11 @@
-# Every target installs what it needs into .venv on a fresh machine.
+# Every target installs what it needs into .venv (and Debian packages for the tests) on a fresh machine.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install test lint serve bench clean
+.PHONY: install system-deps test lint serve bench serve-configs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,11 +17,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Real servers the integration tests run: Prometheus (Debian's package).
+system-deps:
+	command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model service tests
 	$(VENV)/bin/ruff format --check model service tests
 
-test: $(STAMP) lint
+test: $(STAMP) system-deps lint
 	$(PY) -m pytest
 
 serve: $(STAMP)
@@ -28,6 +34,11 @@ serve: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m loadtest.bench_model
+
+# Regenerate the Serve configs (serve deploy / KubeRay serveConfigV2) from deploy/config/*.yaml.
+serve-configs: $(STAMP)
+	for f in cpu gpu; do env -u HORNET_SERVE_CONFIG $(VENV)/bin/hornet-serve \
+		--config deploy/config/$$f.yaml --emit-serve-config > deploy/serve/$$f.yaml; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

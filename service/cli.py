@@ -11,15 +11,17 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from model import CheckpointError, get_variant
 from service.config import Settings, load_settings
 from service.serve_config import render
+from service.weights import WeightsUnavailable, choose_weights
 
 log = logging.getLogger("hornet-serve")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hornet-serve", description=__doc__)
-    p.add_argument("--config", help="YAML settings file (also $HORNET_CONFIG)")
+    p.add_argument("--config", help="YAML settings file (also $HORNET_SERVE_CONFIG)")
     p.add_argument("--models", help="comma-separated variant ids to enable, e.g. hornet-t,hornet-l-gf384")
     p.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default 8000)")
@@ -42,6 +44,14 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "metrics_export_port": args.metrics_port,
     }
     return {k: v for k, v in flags.items() if v is not None}
+
+
+def check_weights(settings: Settings) -> None:
+    """With weights_policy=required, find (or download) every checkpoint before starting Ray: fail fast."""
+    for model_id in settings.models:
+        cfg = settings.classifier_for(model_id)
+        choice = choose_weights(get_variant(model_id), settings.weights_policy, cfg.weights, settings.checkpoint_dir)
+        log.info("%s: weights from %s", model_id, choice.description)
 
 
 def run(settings: Settings) -> None:
@@ -84,6 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.emit_serve_config:
         sys.stdout.write(render(settings, args.config or "(defaults)"))
         return 0
+    try:
+        if settings.weights_policy == "required":
+            check_weights(settings)
+    except (WeightsUnavailable, CheckpointError) as exc:
+        print(f"hornet-serve: {exc}", file=sys.stderr)
+        return 3
     run(settings)
     return 0
 

@@ -1,4 +1,4 @@
-"""The one typed configuration: defaults < YAML file < environment (HORNET_*) < CLI flags.
+"""The one typed configuration: defaults < YAML file < environment (HORNET_SERVE_*) < CLI flags.
 
 The same `Settings` object builds the running application (`service.app`) and the Serve config YAML
 that `serve deploy` and KubeRay use (`service.serve_config`), so the two cannot drift apart.
@@ -18,7 +18,7 @@ from model import UnknownModelError, resolve_name
 WeightsPolicy = Literal["auto", "required", "random"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["fp32", "bf16", "fp16"]
-ENV_PREFIX = "HORNET_"
+ENV_PREFIX = "HORNET_SERVE_"
 
 
 def _model_id(name: str) -> str:
@@ -136,7 +136,9 @@ class Settings(_Strict):
             if _model_id(name) not in self.models:
                 raise ValueError(f"per_model has settings for {name!r}, which is not enabled ({self.models})")
         for model_id in self.models:
-            self.classifier_for(model_id)  # validates each merged variant's settings
+            cfg = self.classifier_for(model_id)  # validates each merged variant's settings
+            if self.device == "cuda" and cfg.num_gpus == 0:
+                raise ValueError(f"device=cuda but {model_id} reserves num_gpus=0: Ray hides GPUs from such replicas")
         return self
 
     @property
@@ -164,8 +166,8 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
 
 
 def environment_overrides(environ: dict[str, str] | os._Environ = os.environ) -> dict[str, Any]:
-    """`HORNET_CLASSIFIER__BATCH__MAX_BATCH_SIZE=16` -> {"classifier": {"batch": {"max_batch_size": "16"}}}.
-    Values are YAML-parsed, so lists and numbers work: `HORNET_MODELS='[hornet-t]'`."""
+    """`HORNET_SERVE_CLASSIFIER__BATCH__MAX_BATCH_SIZE=16` -> {"classifier": {"batch": {"max_batch_size": "16"}}}.
+    Values are YAML-parsed, so lists and numbers work: `HORNET_SERVE_MODELS="[hornet-t]"`."""
     overrides: dict[str, Any] = {}
     for key, raw in environ.items():
         if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
@@ -179,7 +181,7 @@ def load_settings(
     cli_overrides: dict[str, Any] | None = None,
     environ: dict[str, str] | os._Environ = os.environ,
 ) -> Settings:
-    """Defaults, then the YAML file (`path` or $HORNET_CONFIG), then HORNET_* variables, then CLI flags."""
+    """Defaults, then the YAML file (`path` or $HORNET_SERVE_CONFIG), then HORNET_SERVE_* variables, then CLI flags."""
     data: dict[str, Any] = {}
     path = path or environ.get(ENV_PREFIX + "CONFIG")
     if path:

@@ -1,0 +1,49 @@
+"""`hornet-serve` as users run it: a process with its own Ray, serving until SIGTERM, then a clean exit."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from images import encode, photo
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_cli_serves_and_shuts_down_cleanly_on_sigterm(tmp_path):
+    port, metrics_port = free_port(), free_port()
+    cli = Path(sys.executable).parent / "hornet-serve"
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen(
+        [str(cli), "--models", "hornet-t", "--weights", "random", "--port", str(port), "--metrics-port", str(metrics_port)],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ""},
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 180
+        while True:
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert time.time() < deadline, "hornet-serve never became ready"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        r = httpx.post(f"{base}/v1/classify", content=encode(photo(), "PNG"), headers={"Content-Type": "image/png"})
+        assert r.status_code == 200 and r.json()["weights"] == "random-init"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{base}/healthz", timeout=2)
+    assert "shutting down" in (tmp_path / "serve.log").read_text()
