@@ -19,7 +19,15 @@ pytestmark = pytest.mark.integration
 def test_cli_serves_and_shuts_down_cleanly_on_sigterm(tmp_path):
     port, metrics_port = free_port(), free_port()
     cli = Path(sys.executable).parent / "hornet-serve"
-    log = open(tmp_path / "serve.log", "w")
+    log_path = tmp_path / "serve.log"
+    with open(log_path, "w") as log:
+        _serve_then_stop(cli, port, metrics_port, log, log_path)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+    assert "shutting down" in log_path.read_text()
+
+
+def _serve_then_stop(cli, port, metrics_port, log, log_path):
     proc = subprocess.Popen(
         [str(cli), "--models", "hornet-t", "--weights", "random", "--port", str(port), "--metrics-port", str(metrics_port)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ""},
@@ -28,7 +36,7 @@ def test_cli_serves_and_shuts_down_cleanly_on_sigterm(tmp_path):
     try:
         deadline = time.time() + 180
         while True:
-            assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+            assert proc.poll() is None, log_path.read_text()[-3000:]
             assert time.time() < deadline, "hornet-serve never became ready"
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
@@ -43,7 +51,3 @@ def test_cli_serves_and_shuts_down_cleanly_on_sigterm(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
-        log.close()
-    with pytest.raises(httpx.TransportError):
-        httpx.get(f"{base}/healthz", timeout=2)
-    assert "shutting down" in (tmp_path / "serve.log").read_text()
