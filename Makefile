@@ -23,8 +23,8 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check model service tests
-	$(VENV)/bin/ruff format --check model service tests
+	$(VENV)/bin/ruff check model service tests loadtest
+	$(VENV)/bin/ruff format --check model service tests loadtest
 
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest
