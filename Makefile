@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test lint serve bench serve-configs clean
+.PHONY: install system-deps test lint serve bench deploy-configs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,14 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m loadtest.bench_model
 
-# Regenerate the Serve configs (serve deploy / KubeRay serveConfigV2) from deploy/config/*.yaml.
-serve-configs: $(STAMP)
-	for f in cpu gpu; do env -u HORNET_SERVE_CONFIG $(VENV)/bin/hornet-serve \
-		--config deploy/config/$$f.yaml --emit-serve-config > deploy/serve/$$f.yaml; done
+# Regenerate the Serve configs (serve deploy) and the KubeRay serveConfigV2 patches from deploy/config/*.yaml.
+deploy-configs: $(STAMP)
+	for f in cpu gpu; do \
+		env -u HORNET_SERVE_CONFIG $(VENV)/bin/hornet-serve --config deploy/config/$$f.yaml --emit-serve-config \
+			> deploy/serve/$$f.yaml; \
+		env -u HORNET_SERVE_CONFIG $(VENV)/bin/hornet-serve --config deploy/config/$$f.yaml --emit-kuberay-patch \
+			> deploy/k8s/overlays/$$f/serve-config.yaml; \
+	done
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

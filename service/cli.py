@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from model import CheckpointError, get_variant
 from service.config import Settings, load_settings
-from service.serve_config import render
+from service.serve_config import render, render_kuberay_patch
 from service.weights import WeightsUnavailable, choose_weights
 
 log = logging.getLogger("hornet-serve")
@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the models run (default auto)")
     p.add_argument("--metrics-port", type=int, help="Ray metrics export port for Prometheus (default 8080)")
     p.add_argument("--emit-serve-config", action="store_true", help="print the Serve config YAML and exit")
+    p.add_argument(
+        "--emit-kuberay-patch", action="store_true", help="print the RayService serveConfigV2 patch and exit"
+    )
     return p.parse_args(argv)
 
 
@@ -93,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.emit_serve_config:
         sys.stdout.write(render(settings, args.config or "(defaults)"))
+        return 0
+    if args.emit_kuberay_patch:
+        sys.stdout.write(render_kuberay_patch(settings, args.config or "(defaults)"))
         return 0
     try:
         if settings.weights_policy == "required":

@@ -5,10 +5,10 @@ import pickle
 
 import pytest
 import torch
-from golden import golden, official_state_dict, to_mmpretrain
 from safetensors.torch import save_file
 
 import model
+from golden import golden, official_state_dict, to_mmpretrain
 from model import checkpoint
 from model.registry import get_builder
 

@@ -83,7 +83,7 @@ def test_checked_in_serve_configs_are_current_and_valid(path):
     settings = load_settings(path, environ={})
     serve_file = ROOT / "deploy" / "serve" / path.name
     expected = render(settings, f"deploy/config/{path.name}")
-    assert serve_file.read_text() == expected, f"{serve_file} is stale: run `make serve-configs`"
+    assert serve_file.read_text() == expected, f"{serve_file} is stale: run `make deploy-configs`"
     parsed = yaml.safe_load(expected)
     ServeDeploySchema.model_validate(parsed)
     assert Settings.model_validate(parsed["applications"][0]["args"]) == settings

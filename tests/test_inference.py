@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from golden import DATA, golden, official_state_dict
 from PIL import Image
 
 import model
+from golden import DATA, golden, official_state_dict
 
 
 @pytest.fixture(scope="module")

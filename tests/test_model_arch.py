@@ -1,8 +1,8 @@
 import pytest
 import torch
-from golden import golden, official_state_dict, to_mmpretrain
 
 import model
+from golden import golden, official_state_dict, to_mmpretrain
 from model.registry import get_builder
 
 SPEC_PARAMS_1K = {

@@ -3,11 +3,11 @@ import io
 import numpy as np
 import pytest
 import torch
-from golden import DATA, golden
-from images import encode, photo
 from PIL import Image
 
 import model
+from golden import DATA, golden
+from images import encode, photo
 
 LIMIT = 50_000_000
 

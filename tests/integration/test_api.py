@@ -1,8 +1,8 @@
 """The HTTP API against a real Ray Serve: endpoints, formats, routing, labels, errors."""
 
 import pytest
-from images import encode, photo
 
+from images import encode, photo
 from model import labels
 
 pytestmark = pytest.mark.integration

@@ -5,8 +5,8 @@ import time
 
 import httpx
 import pytest
-from images import encode, photo
 
+from images import encode, photo
 from service.config import Settings
 
 from .conftest import TEST_SETTINGS

@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+
 from images import encode, photo
 
 from .conftest import free_port
@@ -60,3 +61,27 @@ def test_prometheus_answers_a_latency_quantile_per_model(service, prometheus):
         time.sleep(1)
     assert set(per_model) == {"hornet-t", "hornet-l-gf384"}, per_model
     assert all(0 < seconds < 60 for seconds in per_model.values()), per_model
+
+
+def test_every_dashboard_and_alert_query_names_an_exported_metric(service):
+    import re
+
+    import yaml
+
+    from test_deploy import DEPLOY, dashboard_metric_names
+
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    alert_names = {n for g in rules["groups"] for r in g["rules"] for n in re.findall(r"\bray_[a-z_]+", r["expr"])}
+    wanted = dashboard_metric_names() | alert_names
+    image = encode(photo(200, 200), "PNG")
+    for model in ("hornet-t", "hornet-l-gf384"):
+        service.client.post(f"/v1/classify?model={model}", content=image, headers={"Content-Type": "image/png"})
+
+    def missing() -> set[str]:
+        exported = {name for name in re.findall(r"^(ray_[a-z_]+)", httpx.get(service.metrics_url).text, re.M)}
+        return wanted - exported
+
+    deadline = time.time() + 30
+    while missing() and time.time() < deadline:
+        time.sleep(1)
+    assert not missing(), f"queried but never exported: {sorted(missing())}"

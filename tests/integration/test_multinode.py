@@ -1,0 +1,101 @@
+"""The stand-in for a cluster on one machine: a Ray head and a second Ray node as separate processes
+(`ray start`, `ray start --address`), the Serve config deployed with `serve deploy`, and the classifier
+replica placed on the second node by a custom resource only that node has."""
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from images import encode, photo
+from service.config import Settings
+from service.serve_config import render
+
+from .conftest import free_port
+
+pytestmark = pytest.mark.integration
+BIN = Path(sys.executable).parent
+
+
+def _run(*args: str, env: dict) -> None:
+    subprocess.run([str(BIN / args[0]), *args[1:]], check=True, env=env, capture_output=True, timeout=180)
+
+
+def _belongs_to(pid_dir: Path, token: bytes, temp_dir: str) -> bool:
+    try:
+        if token in (pid_dir / "environ").read_bytes():
+            return True
+        return any(os.readlink(fd).startswith(temp_dir) for fd in (pid_dir / "fd").iterdir())
+    except OSError:
+        return False
+
+
+def _stop_cluster(token: str, temp_dir: str) -> None:
+    """Kill this cluster's processes only (`ray stop` would stop the test session's Ray too): those that
+    inherited this test's auth token, or (the agents, which get a fresh environment) hold files in its
+    temp dir."""
+    needle = f"RAY_AUTH_TOKEN={token}".encode()
+    pids = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _belongs_to(p, needle, temp_dir)]
+    for pid in pids:
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_replica_on_a_second_ray_node_serves_requests(tmp_path):
+    gcs, dashboard, http = free_port(), free_port(), free_port()
+    token = secrets.token_hex(32)
+    temp_dir = tempfile.mkdtemp(prefix="hornet-ray-", dir="/tmp")  # short: Ray puts unix sockets in it
+    env = {
+        **os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0",
+        # Token authentication, as the deploy manifests run it: every node and CLI call must present it.
+        "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+    }  # fmt: skip
+    settings = Settings.model_validate({
+        "models": ["hornet-t"], "weights_policy": "random", "device": "cpu", "port": http,
+        "classifier": {"cpu_threads": 1, "resources": {"second_node": 1}},
+    })  # fmt: skip
+    config = tmp_path / "serve.yaml"
+    config.write_text(render(settings, "test"))
+    head = [
+        "ray", "start", "--head", f"--port={gcs}", "--num-cpus=2", f"--dashboard-port={dashboard}",
+        "--dashboard-host=127.0.0.1", f"--metrics-export-port={free_port()}", "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]  # fmt: skip
+    worker = [
+        "ray", "start", f"--address=127.0.0.1:{gcs}", "--num-cpus=1", '--resources={"second_node": 1}',
+        f"--metrics-export-port={free_port()}", "--disable-usage-stats",
+    ]  # fmt: skip
+    try:
+        _run(*head, env=env)
+        _run(*worker, env=env)
+        _run("serve", "deploy", str(config), f"--address=http://127.0.0.1:{dashboard}", env=env)
+        image = encode(photo(256, 256), "JPEG")
+        deadline, last = time.time() + 240, None
+        while time.time() < deadline:
+            try:
+                last = httpx.post(f"http://127.0.0.1:{http}/v1/classify", content=image,
+                                  headers={"Content-Type": "image/jpeg"}, timeout=30)  # fmt: skip
+                if last.status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(2)
+        assert last is not None and last.status_code == 200, last.text if last is not None else "no answer"
+        assert len(last.json()["predictions"]) == 5
+        # Only the second node has `second_node`: the replica that answered cannot run anywhere else.
+        status = subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"], env=env,
+                                capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+        assert "1.0/1.0 second_node" in status, status
+    finally:
+        _stop_cluster(token, temp_dir)
