@@ -32,7 +32,7 @@ TEST_SETTINGS = {
         "max_queued_requests": 8,
     },
     "per_model": {"hornet-l-gf384": {"batch": {"max_batch_size": 1}, "max_queued_requests": 8}},
-    "limits": {"max_body_bytes": 2_000_000, "max_pixels": 20_000_000, "max_top_k": 50},
+    "limits": {"max_body_bytes": 6_000_000, "max_pixels": 20_000_000, "max_top_k": 50},
     "timeouts": {"inference_s": 60},
 }
 

@@ -97,7 +97,7 @@ def _error(response, status: int, error_type: str) -> dict:
         ("model=resnet50", JPEG, {"Content-Type": "image/jpeg"}, 404, "unknown_model"),
         ("model=../../etc/passwd", JPEG, {"Content-Type": "image/jpeg"}, 404, "unknown_model"),
         ("model=hornet-b", JPEG, {"Content-Type": "image/jpeg"}, 404, "unknown_model"),
-        ("model=hornet-t", b"x" * 2_100_000, {"Content-Type": "image/jpeg"}, 413, "payload_too_large"),
+        ("model=hornet-t", b"x" * 6_100_000, {"Content-Type": "image/jpeg"}, 413, "payload_too_large"),
         ("model=hornet-t", b"hello", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
         ("model=hornet-t", JPEG, {}, 415, "unsupported_media_type"),
         ("top_k=0", JPEG, {"Content-Type": "image/jpeg"}, 422, "invalid_parameter"),
