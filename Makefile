@@ -32,8 +32,10 @@ test: $(STAMP) system-deps lint
 serve: $(STAMP)
 	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml
 
+# Model-only table (one lever per row), then the service against the model over HTTP (JSON + PNG in artifacts/).
 bench: $(STAMP)
-	$(PY) -m loadtest.bench_model
+	$(PY) -m loadtest.bench_model --model hornet-t --batch-sizes 1,8 --json artifacts/bench/model_levers.json
+	$(PY) -m loadtest.bench --model hornet-t --jpeg-draft
 
 # Regenerate the Serve configs (serve deploy) and the KubeRay serveConfigV2 patches from deploy/config/*.yaml.
 deploy-configs: $(STAMP)

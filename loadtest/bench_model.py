@@ -13,6 +13,7 @@ import argparse
 import json
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -81,6 +82,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append({**asdict(setup), "model": variant.id, "batch_size": batch_size, "images_per_s": images_s,
                          "ms_per_batch": ms, "device": str(device), **machine})  # fmt: skip
     if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
     return rows

@@ -54,6 +54,8 @@ class Classifier:
             labels_file=cfg.labels_file,
         )
         batch = cfg.batch
+        self._batch_wait_s = batch.batch_wait_timeout_s
+        self._in_flight = 0
         self._batched = serve.batch(
             max_batch_size=batch.max_batch_size,
             batch_wait_timeout_s=batch.batch_wait_timeout_s,
@@ -69,7 +71,14 @@ class Classifier:
         return self.info
 
     async def classify(self, pixels: np.ndarray, top_k: int) -> Classification:
-        return await self._batched(pixels, top_k, time.perf_counter())
+        # Adaptive batch wait: a request that arrives to an idle replica starts its batch at once (no
+        # latency paid for company that is not coming); under load the configured wait gathers batches.
+        self._batched.set_batch_wait_timeout_s(self._batch_wait_s if self._in_flight else 0.0)
+        self._in_flight += 1
+        try:
+            return await self._batched(pixels, top_k, time.perf_counter())
+        finally:
+            self._in_flight -= 1
 
     async def _run_batch(
         self, pixels: list[np.ndarray], top_ks: list[int], arrived: list[float]

@@ -111,7 +111,7 @@ class Gateway:
 
     def _decode(self, data: bytes, model_id: str) -> np.ndarray:
         recipe = get_variant(model_id).preprocessing
-        draft = 2 * (recipe.resize_short or recipe.input_size) if self.settings.limits.jpeg_draft else None
+        draft = (recipe.resize_short or recipe.input_size) if self.settings.limits.jpeg_draft else None
         return resize(decode(data, max_pixels=self.settings.limits.max_pixels, draft_size=draft), recipe)
 
     async def _infer(self, model_id: str, pixels: np.ndarray, top_k: int) -> Classification:
