@@ -17,10 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Real servers the integration tests run: Prometheus (Debian's package).
+# Real programs the integration tests run: Prometheus and Chromium (Debian's packages, never a downloaded browser).
 system-deps:
-	command -v prometheus >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus; }
+	command -v prometheus >/dev/null && command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model service tests loadtest

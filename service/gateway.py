@@ -5,11 +5,12 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
@@ -29,6 +30,7 @@ log = logging.getLogger("ray.serve")
 # Ray Serve's proxy accepts a client's X-Request-ID (or makes one), passes it in, and echoes it back.
 REQUEST_ID_HEADER = "x-request-id"
 DESCRIBE_TIMEOUT_S = 5.0
+INDEX_HTML = resources.files("service").joinpath("static", "index.html").read_text(encoding="utf-8")
 _ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503, 504)}
 
 app = FastAPI(
@@ -193,6 +195,11 @@ class Gateway:
     async def get_model(self, name: str) -> ModelCard:
         model_id = self._resolve(name)
         return await self._card(model_id, self._running_replicas().get(model_id, 0))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index(self) -> HTMLResponse:
+        """A page to try the models in a browser (self-contained: no CDN, no build step)."""
+        return HTMLResponse(INDEX_HTML)
 
     @app.get("/healthz")
     async def healthz(self) -> dict:

@@ -1,0 +1,90 @@
+"""A small Python client for hornet-serve, sync and async (no Ray needed).
+
+from service.client import HornetClient
+with HornetClient("http://127.0.0.1:8000") as client:
+    result = client.classify("cat.jpg", model="hornet-l-gf384")
+    print(result.predictions[0].label)
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from pathlib import Path
+
+import httpx
+
+from service.schemas import ClassifyResponse, ModelList
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class HornetError(Exception):
+    """An error answer of the service: its HTTP status and the JSON error body."""
+
+    def __init__(self, status: int, type_: str, message: str, request_id: str | None) -> None:
+        super().__init__(f"{status} {type_}: {message}")
+        self.status, self.type, self.message, self.request_id = status, type_, message, request_id
+
+
+def _image(image: str | Path | bytes) -> tuple[bytes, str]:
+    if isinstance(image, bytes):
+        return image, "application/octet-stream"
+    path = Path(image)
+    return path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def _request_args(image: str | Path | bytes, model: str | None, top_k: int) -> dict:
+    data, content_type = _image(image)
+    params = {"top_k": top_k, **({"model": model} if model else {})}
+    return {"url": "/v1/classify", "params": params, "content": data, "headers": {"Content-Type": content_type}}
+
+
+def _parse(response: httpx.Response) -> ClassifyResponse:
+    if response.status_code != 200:
+        try:
+            error = response.json()["error"]
+        except (ValueError, KeyError, TypeError):
+            error = {"type": "http_error", "message": response.text[:200], "request_id": None}
+        raise HornetError(response.status_code, error["type"], error["message"], error.get("request_id"))
+    return ClassifyResponse.model_validate(response.json())
+
+
+class HornetClient:
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60) -> None:
+        self._http = httpx.Client(base_url=url, timeout=timeout)
+
+    def classify(self, image: str | Path | bytes, model: str | None = None, top_k: int = 5) -> ClassifyResponse:
+        return _parse(self._http.post(**_request_args(image, model, top_k)))
+
+    def models(self) -> ModelList:
+        return ModelList.model_validate(self._http.get("/v1/models").raise_for_status().json())
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HornetClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class AsyncHornetClient:
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60, max_connections: int = 16) -> None:
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._http = httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
+
+    async def classify(self, image: str | Path | bytes, model: str | None = None, top_k: int = 5) -> ClassifyResponse:
+        return _parse(await self._http.post(**_request_args(image, model, top_k)))
+
+    async def models(self) -> ModelList:
+        return ModelList.model_validate((await self._http.get("/v1/models")).raise_for_status().json())
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncHornetClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()

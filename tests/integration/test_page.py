@@ -1,0 +1,57 @@
+"""The try-it page in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from images import encode, photo
+
+pytestmark = pytest.mark.integration
+ARTIFACTS = Path(__file__).parent.parent.parent / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture
+def browser_page():
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    assert Path(chromium).exists(), "chromium is not installed: `make test` installs Debian's package"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 800})
+        yield page
+        browser.close()
+
+
+def test_page_classifies_an_uploaded_image_and_shows_five_bars(service, browser_page, tmp_path):
+    page = browser_page
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(encode(photo(480, 360, seed=42), "JPEG"))
+    page.goto(service.base_url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    options = page.eval_on_selector_all("#model option", "els => els.map(e => e.value)")
+    assert options == ["hornet-t", "hornet-l-gf384"]
+    assert page.is_visible("#random-warning"), "random weights must be announced"
+    page.set_input_files("#file", str(image))
+    page.wait_for_selector("#results li.pred >> nth=4", timeout=60_000)
+    labels = page.eval_on_selector_all("#results .label", "els => els.map(e => e.textContent)")
+    scores = page.eval_on_selector_all("#results .score", "els => els.map(e => parseFloat(e.textContent))")
+    assert len(labels) == 5 and all(labels) and scores == sorted(scores, reverse=True)
+    assert "ms round trip" in page.text_content("#meta")
+    assert page.is_visible("#preview")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+
+
+def test_page_explains_an_error_in_words(service, browser_page, tmp_path):
+    page = browser_page
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff this is not really a jpeg")
+    page.goto(service.base_url + "/")
+    page.wait_for_selector("#model option", state="attached")
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#error:not(.hidden)", timeout=30_000)
+    assert "could not be read as an image" in page.text_content("#error")
