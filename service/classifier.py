@@ -11,13 +11,17 @@ import numpy as np
 import torch
 from ray import serve
 
-from model import BatchPredictor, create_model, get_variant, pick_device
+from model import BatchPredictor, CheckpointError, create_model, get_variant, pick_device
 from service.config import Settings
 from service.metrics import ClassifierMetrics
 from service.schemas import ModelInfo
-from service.weights import choose_weights
+from service.weights import WeightsUnavailable, choose_weights
 
 log = logging.getLogger("ray.serve")
+
+
+class ModelNotLoaded(RuntimeError):
+    """Raised to callers of a replica whose model failed to load (the reason is in the message)."""
 
 
 @dataclass(frozen=True)
@@ -38,21 +42,7 @@ class Classifier:
         if cfg.cpu_threads:
             torch.set_num_threads(cfg.cpu_threads)
         self.model_id = model_id
-        variant = get_variant(model_id)
-        device = pick_device(settings.device)
-        weights = choose_weights(variant, settings.weights_policy, cfg.weights, settings.checkpoint_dir)
-        net = create_model(model_id, weights=weights.source)
-        self.predictor = BatchPredictor(net, variant.preprocessing, device, cfg.precision, cfg.channels_last)
-        self.info = ModelInfo(
-            id=model_id,
-            num_classes=net.num_classes,
-            params=sum(p.numel() for p in net.parameters()),
-            weights="random-init" if weights.source is None else "checkpoint",
-            weights_source=weights.description,
-            device=str(device),
-            precision=cfg.precision,
-            labels_file=cfg.labels_file,
-        )
+        self.metrics = ClassifierMetrics.create()
         batch = cfg.batch
         self._batch_wait_s = batch.batch_wait_timeout_s
         self._in_flight = 0
@@ -61,16 +51,43 @@ class Classifier:
             batch_wait_timeout_s=batch.batch_wait_timeout_s,
             max_concurrent_batches=batch.max_concurrent_batches,
         )(self._run_batch)
-        self.metrics = ClassifierMetrics.create()
+        try:
+            self.info = self._load(model_id, settings)
+        except (CheckpointError, WeightsUnavailable) as exc:
+            # A bad checkpoint takes only this variant out: the replica stays up and says why, so the
+            # other variants keep serving and /readyz, /v1/models and every request name the reason.
+            log.error("%s FAILED TO LOAD: %s", model_id, exc)
+            self.info = ModelInfo(id=model_id, ready=False, reason=str(exc), precision=cfg.precision)
+
+    def _load(self, model_id: str, settings: Settings) -> ModelInfo:
+        cfg = settings.classifier_for(model_id)
+        variant = get_variant(model_id)
+        device = pick_device(settings.device)
+        weights = choose_weights(variant, settings.weights_policy, cfg.weights, settings.checkpoint_dir)
+        net = create_model(model_id, weights=weights.source)
+        self.predictor = BatchPredictor(net, variant.preprocessing, device, cfg.precision, cfg.channels_last)
         started = time.perf_counter()
-        self.predictor.warmup(list(range(1, batch.max_batch_size + 1)))
+        self.predictor.warmup(list(range(1, cfg.batch.max_batch_size + 1)))
         log.info("%s ready on %s (%s): warmed batch sizes 1..%d in %.1fs", model_id, device, weights.description,
-                 batch.max_batch_size, time.perf_counter() - started)  # fmt: skip
+                 cfg.batch.max_batch_size, time.perf_counter() - started)  # fmt: skip
+        return ModelInfo(
+            id=model_id,
+            ready=True,
+            num_classes=net.num_classes,
+            params=sum(p.numel() for p in net.parameters()),
+            weights="random-init" if weights.source is None else "checkpoint",
+            weights_source=weights.description,
+            device=str(device),
+            precision=cfg.precision,
+            labels_file=cfg.labels_file,
+        )
 
     def describe(self) -> ModelInfo:
         return self.info
 
     async def classify(self, pixels: np.ndarray, top_k: int) -> Classification:
+        if not self.info.ready:
+            raise ModelNotLoaded(f"{self.model_id} failed to load: {self.info.reason}")
         # Adaptive batch wait: a request that arrives to an idle replica starts its batch at once (no
         # latency paid for company that is not coming); under load the configured wait gathers batches.
         self._batched.set_batch_wait_timeout_s(self._batch_wait_s if self._in_flight else 0.0)

@@ -80,7 +80,10 @@ def run(settings: Settings) -> None:
             settings.host, settings.port, ", ".join(settings.models), settings.metrics_export_port,
         )  # fmt: skip
         stop.wait()
-        log.info("shutting down")
+        # Deleting the app first drains it: each replica finishes its ongoing requests (up to Serve's
+        # graceful_shutdown_timeout_s) before it stops; serve.shutdown alone would drop them.
+        log.info("shutting down: draining in-flight requests")
+        serve.delete(settings.app_name)
     finally:
         serve.shutdown()
         ray.shutdown()

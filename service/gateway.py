@@ -12,7 +12,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from model import ImageDecodeError, ImageTooLargeError, LabelSet, UnknownModelError, decode, get_variant, resize
 from model.labels import for_head
 from service import errors
-from service.classifier import Classification
+from service.classifier import Classification, ModelNotLoaded
 from service.config import Settings
 from service.metrics import GatewayMetrics
 from service.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, Prediction
@@ -32,6 +32,20 @@ REQUEST_ID_HEADER = "x-request-id"
 DESCRIBE_TIMEOUT_S = 5.0
 INDEX_HTML = resources.files("service").joinpath("static", "index.html").read_text(encoding="utf-8")
 _ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503, 504)}
+# The body is read by hand (streamed, size-limited), so its schema is declared here for /docs.
+_IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "multipart/form-data": {
+                "schema": {"type": "object", "required": ["file"],
+                           "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+        },
+    }
+}  # fmt: skip
 
 app = FastAPI(
     title="hornet-serve",
@@ -107,6 +121,10 @@ class Gateway:
                 raise errors.Unavailable(
                     f"{model_id} is not ready ({type(exc).__name__})", self.settings.timeouts.retry_after_s
                 ) from None
+            if not info.ready:  # not cached: a redeployed replica with a good checkpoint recovers
+                raise errors.Unavailable(
+                    f"{model_id} failed to load: {info.reason}", self.settings.timeouts.retry_after_s
+                )
             self._labels[model_id] = for_head(info.num_classes, info.labels_file)
             self._info[model_id] = info
         return self._info[model_id]
@@ -128,10 +146,14 @@ class Gateway:
             raise errors.Unavailable(f"{model_id} is overloaded; retry later", retry) from None
         except (DeploymentUnavailableError, RayActorError, RequestCancelledError) as exc:
             raise errors.Unavailable(f"{model_id} is not available right now ({type(exc).__name__})", retry) from None
+        except RayTaskError as exc:
+            if isinstance(exc.cause, ModelNotLoaded):
+                raise errors.Unavailable(str(exc.cause), retry) from None
+            raise
 
     # --- routes --------------------------------------------------------------------------------
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERROR_RESPONSES)
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERROR_RESPONSES, openapi_extra=_IMAGE_BODY)
     async def classify(
         self,
         request: Request,
@@ -228,10 +250,11 @@ class Gateway:
 
     async def _card(self, model_id: str, replicas: int) -> ModelCard:
         variant = get_variant(model_id)
+        reason = None
         try:
             info: ModelInfo | None = await self._model_info(model_id, timeout_s=2.0)
-        except errors.Unavailable:  # not loaded yet: the card still shows the static metadata, ready=false
-            info = None
+        except errors.Unavailable as exc:  # not loaded: the card still shows the static metadata, ready=false
+            info, reason = None, exc.message
         return ModelCard(
             id=model_id,
             aliases=list(variant.aliases),
@@ -249,5 +272,6 @@ class Gateway:
             precision=info.precision if info else None,
             replicas=replicas,
             ready=info is not None,
+            not_ready_reason=reason,
             default=model_id == self.settings.default_model_id,
         )

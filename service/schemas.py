@@ -25,14 +25,16 @@ class ClassifyResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
-    """What a classifier replica reports about the model it loaded."""
+    """What a classifier replica reports about the model it loaded (or why it could not)."""
 
     id: str
-    num_classes: int
-    params: int
-    weights: WeightsStatus
-    weights_source: str
-    device: str
+    ready: bool
+    reason: str | None = None
+    num_classes: int = 0
+    params: int = 0
+    weights: WeightsStatus | None = None
+    weights_source: str | None = None
+    device: str | None = None
     precision: str
     labels_file: str | None = None
 
@@ -54,6 +56,7 @@ class ModelCard(BaseModel):
     precision: str | None
     replicas: int
     ready: bool
+    not_ready_reason: str | None = None
     default: bool
 
 

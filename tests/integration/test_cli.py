@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -45,9 +46,17 @@ def _serve_then_stop(cli, port, metrics_port, log, log_path):
             except httpx.TransportError:
                 pass
             time.sleep(1)
-        r = httpx.post(f"{base}/v1/classify", content=encode(photo(), "PNG"), headers={"Content-Type": "image/png"})
+        image = encode(photo(), "PNG")
+        r = httpx.post(f"{base}/v1/classify", content=image, headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and r.json()["weights"] == "random-init"
-        proc.send_signal(signal.SIGTERM)
+        # Requests in flight when SIGTERM arrives are drained, not dropped.
+        with ThreadPoolExecutor(8) as pool:
+            in_flight = [pool.submit(httpx.post, f"{base}/v1/classify", content=image,
+                                     headers={"Content-Type": "image/png"}, timeout=60) for _ in range(8)]  # fmt: skip
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            statuses = [f.result().status_code for f in in_flight]
+        assert statuses == [200] * 8, statuses
         assert proc.wait(timeout=90) == 0
     finally:
         if proc.poll() is None:

@@ -125,3 +125,66 @@ def test_a_killed_replica_is_replaced_and_the_service_recovers(service):
     assert set(outcomes) <= {200, 503}, outcomes
     other = service.client.post("/v1/classify?model=hornet-l-gf384", content=JPEG, headers=HEADERS)
     assert other.status_code == 200
+
+
+def test_a_bad_checkpoint_takes_out_only_its_variant_and_says_why(service, tmp_path):
+    import torch
+    from ray import serve
+
+    from service.app import build_app
+
+    good, bad = tmp_path / "hornet-t.pth", tmp_path / "hornet-s.pth"
+    torch.save(model_state("hornet-t"), good)
+    bad.write_bytes(good.read_bytes()[:1000])  # truncated: unreadable
+    settings = Settings.model_validate({
+        **TEST_SETTINGS, "models": ["hornet-t", "hornet-s"], "app_name": "badckpt", "weights_policy": "required",
+        "per_model": {"hornet-t": {"weights": str(good)}, "hornet-s": {"weights": str(bad)}},
+    })  # fmt: skip
+    serve.run(build_app(settings), name="badckpt", route_prefix="/badckpt")
+    try:
+        c = service.client
+        ready = c.get("/badckpt/readyz")
+        assert ready.status_code == 503 and "hornet-s failed to load: cannot read checkpoint" in ready.text
+        assert "hornet-s.pth" in ready.text
+        cards = {m["id"]: m for m in c.get("/badckpt/v1/models").json()["models"]}
+        assert cards["hornet-t"]["ready"] and cards["hornet-t"]["weights"] == "checkpoint"
+        assert not cards["hornet-s"]["ready"] and "cannot read checkpoint" in cards["hornet-s"]["not_ready_reason"]
+        ok = c.post("/badckpt/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
+        assert ok.status_code == 200 and ok.json()["weights"] == "checkpoint"
+        down = c.post("/badckpt/v1/classify?model=hornet-s", content=JPEG, headers=HEADERS)
+        assert down.status_code == 503 and "cannot read checkpoint" in down.json()["error"]["message"]
+        assert down.headers["retry-after"] == "1"
+    finally:
+        serve.delete("badckpt")
+
+
+def model_state(name: str) -> dict:
+    from model import create_model
+
+    return create_model(name).state_dict()
+
+
+def test_a_killed_gateway_replica_is_replaced_and_the_service_recovers(service):
+    import ray
+
+    def gateways() -> set[str]:
+        named = ray.util.list_named_actors(all_namespaces=True)
+        return {a["name"] for a in named if a["namespace"] == "serve" and "hornet#Gateway#" in a["name"]}
+
+    (victim,) = gateways()
+    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+    outcomes = []
+
+    def recovered():
+        try:
+            r = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
+            outcomes.append(r.status_code)
+        except httpx.TransportError as exc:
+            outcomes.append(type(exc).__name__)
+            return False
+        return r.status_code == 200 and gateways() - {victim}
+
+    assert _poll(recovered, timeout_s=90, interval_s=1), f"no recovery; outcomes: {outcomes}"
+    failed = [o for o in outcomes if o != 200]
+    print(f"gateway kill: {len(failed)} failed requests before recovery: {failed}")
+    assert len(failed) <= 60

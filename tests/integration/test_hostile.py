@@ -1,0 +1,171 @@
+"""A model server is attacked by its inputs: 30+ kinds of bad request, each with its documented 4xx and
+JSON error, then a good request still answered and no replica restarted."""
+
+import io
+import struct
+import zlib
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from images import encode, photo
+
+pytestmark = pytest.mark.integration
+
+JPEG = encode(photo(320, 240, seed=11), "JPEG", quality=90)
+PNG = encode(photo(320, 240, seed=12), "PNG")
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height pixels (the pixel limit must stop it before decoding)."""
+    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b"")
+
+
+def _animated(fmt: str) -> bytes:
+    frames = [photo(64, 64, seed=s) for s in range(3)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format=fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return buffer.getvalue()
+
+
+def _exif_rotated() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    return encode(photo(300, 200), "JPEG", exif=exif)
+
+
+def _huge_exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 60_000  # ImageDescription: a 60 KB EXIF block
+    return encode(photo(200, 150), "JPEG", exif=exif)
+
+
+def _palette_transparent() -> bytes:
+    image = photo(64, 64).convert("P", palette=Image.ADAPTIVE, colors=8)
+    return encode(image, "PNG", transparency=0)
+
+
+RAW = {"Content-Type": "image/jpeg"}
+# (kind, query, body, headers, expected status). Accepted oddities answer 200: they are real uploads.
+CASES = [
+    ("empty body", "", b"", RAW, 400),
+    ("text as image", "", b"hello, I am text", RAW, 400),
+    ("html as image", "", b"<html><body>hi</body></html>", {"Content-Type": "image/png"}, 400),
+    ("truncated jpeg", "", JPEG[: len(JPEG) // 3], RAW, 400),
+    ("truncated png", "", PNG[: len(PNG) // 2], {"Content-Type": "image/png"}, 400),
+    ("corrupt jpeg header", "", b"\xff\xd8\xff\xe0" + b"\x00" * 200, RAW, 400),
+    ("corrupt png header", "", b"\x89PNG\r\n\x1a\n" + b"\xff" * 100, {"Content-Type": "image/png"}, 400),
+    ("random bytes", "", np.random.default_rng(0).bytes(5000), RAW, 400),
+    ("zero-size png", "", _png_bomb(0, 0), {"Content-Type": "image/png"}, 400),
+    ("decompression bomb", "", _png_bomb(30000, 30000), {"Content-Type": "image/png"}, 413),
+    ("bomb beyond pillow's guard", "", _png_bomb(100000, 100000), {"Content-Type": "image/png"}, 413),
+    ("1x1 image", "", encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), {"Content-Type": "image/png"}, 200),
+    ("1x10000 strip", "", encode(photo(1, 10000), "PNG"), {"Content-Type": "image/png"}, 200),
+    ("10000x1 strip", "", encode(photo(10000, 1), "PNG"), {"Content-Type": "image/png"}, 200),
+    ("animated gif", "", _animated("GIF"), {"Content-Type": "image/gif"}, 200),
+    ("animated webp", "", _animated("WEBP"), {"Content-Type": "image/webp"}, 200),
+    (
+        "16-bit grayscale png",
+        "",
+        encode(Image.fromarray(np.full((32, 32), 40000, np.uint16)), "PNG"),
+        {"Content-Type": "image/png"},
+        200,
+    ),
+    ("cmyk jpeg", "", encode(Image.new("CMYK", (64, 64), (0, 128, 255, 0)), "JPEG"), RAW, 200),
+    ("palette with transparency", "", _palette_transparent(), {"Content-Type": "image/png"}, 200),
+    ("exif-rotated jpeg", "", _exif_rotated(), RAW, 200),
+    ("huge exif block", "", _huge_exif(), RAW, 200),
+    ("wrong content type", "", JPEG, {"Content-Type": "application/json"}, 415),
+    ("no content type", "", JPEG, {}, 415),
+    ("video content type", "", JPEG, {"Content-Type": "video/mp4"}, 415),
+    ("unknown model", "model=vit-b16", JPEG, RAW, 404),
+    ("path-like model", "model=../../../../etc/passwd", JPEG, RAW, 404),
+    ("url-like model", "model=http://127.0.0.1:1/x.pth", JPEG, RAW, 404),
+    ("model with NUL", "model=hornet-t%00", JPEG, RAW, 404),
+    ("very long model name", "model=" + "a" * 5000, JPEG, RAW, 404),
+    ("top_k=0", "top_k=0", JPEG, RAW, 422),
+    ("top_k=-1", "top_k=-1", JPEG, RAW, 422),
+    ("top_k=10^9", "top_k=1000000000", JPEG, RAW, 422),
+    ("top_k=text", "top_k=five", JPEG, RAW, 422),
+    ("top_k=float", "top_k=2.5", JPEG, RAW, 422),
+    ("top_k huge int", "top_k=" + "9" * 400, JPEG, RAW, 422),
+    ("very long query string", "x=" + "y" * 6000, JPEG, RAW, 200),
+    ("oversized declared body", "", b"x" * 6_000_100, RAW, 413),
+]
+
+
+def _multipart(body: bytes, boundary: str = "B") -> tuple[bytes, dict]:
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+MULTIPART_CASES = [
+    ("multipart without a file", *_multipart(b'--B\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--B--\r\n'),
+     422),
+    ("multipart wrong field name", *_multipart(
+        b'--B\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n' + JPEG + b"\r\n--B--\r\n"), 422),
+    ("multipart two files", *_multipart(
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n' + JPEG + b"\r\n"
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="b.jpg"\r\n\r\n' + JPEG + b"\r\n--B--\r\n"), 422),
+    ("multipart empty file", *_multipart(
+        b'--B\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n\r\n--B--\r\n'), 400),
+    ("multipart garbage", b"--B\r\nthis is not multipart", {"Content-Type": "multipart/form-data; boundary=B"}, 400),
+    ("multipart no boundary", JPEG, {"Content-Type": "multipart/form-data"}, 400),
+]  # fmt: skip
+
+
+def _replicas() -> set[str]:
+    import ray
+
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve"}
+
+
+@pytest.fixture(scope="module")
+def replicas_before(service):
+    return _replicas()
+
+
+@pytest.mark.parametrize(("kind", "query", "body", "headers", "status"), CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gets_its_status_and_a_json_error(service, replicas_before, kind, query, body, headers, status):
+    r = service.client.post(f"/v1/classify?{query}", content=body, headers=headers)
+    assert r.status_code == status, f"{kind}: {r.status_code} {r.text[:300]}"
+    if status == 200:
+        assert len(r.json()["predictions"]) == 5
+    else:
+        error = r.json()["error"]
+        assert error["type"] and error["message"] and error["request_id"]
+
+
+@pytest.mark.parametrize(("kind", "body", "headers", "status"), MULTIPART_CASES, ids=[c[0] for c in MULTIPART_CASES])
+def test_bad_multipart_gets_its_status(service, replicas_before, kind, body, headers, status):
+    r = service.client.post("/v1/classify", content=body, headers=headers)
+    assert r.status_code == status, f"{kind}: {r.status_code} {r.text[:300]}"
+    assert r.json()["error"]["type"]
+
+
+def test_a_streamed_body_over_the_limit_is_cut_off(service, replicas_before):
+    def chunks():  # 12.8 MB with no Content-Length: the gateway must count and stop at 6 MB
+        for _ in range(200):
+            yield b"\xff" * 64_000
+
+    r = service.client.post("/v1/classify", content=chunks(), headers=RAW)
+    assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
+
+
+def test_after_the_whole_corpus_the_service_answers_and_no_replica_restarted(service, replicas_before):
+    r = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=RAW)
+    assert r.status_code == 200 and len(r.json()["predictions"]) == 5
+    assert _replicas() == replicas_before
+    assert len(CASES) + len(MULTIPART_CASES) >= 30
+
+
+def test_only_whitelisted_names_reach_the_model_registry(service):
+    with httpx.Client(base_url=service.base_url) as client:
+        for name in ("hornet-t/../hornet-b", "HORNET-T", "hornet-t ", "file:///etc/passwd"):
+            assert client.get(f"/v1/models/{name}").status_code == 404
