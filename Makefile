@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test lint serve bench deploy-configs clean
+.PHONY: install system-deps test lint serve bench deploy-configs soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -48,3 +48,12 @@ deploy-configs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# A long soak: the local service under Locust for $(SOAK_MINUTES) minutes (not part of `make test`).
+SOAK_MINUTES ?= 30
+soak: $(STAMP)
+	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml --weights random --port 8077 --metrics-port 8078 & \
+	  pid=$$!; trap "kill $$pid" EXIT; mkdir -p artifacts; \
+	  until curl -sf http://127.0.0.1:8077/readyz >/dev/null; do sleep 2; done; \
+	  $(VENV)/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8077 --headless -u 8 -r 2 \
+	    -t $(SOAK_MINUTES)m --csv artifacts/soak --exit-code-on-error 1

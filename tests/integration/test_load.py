@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -121,7 +122,9 @@ def test_a_killed_replica_is_replaced_and_the_service_recovers(service):
         outcomes.append(r.status_code)
         return r.status_code == 200 and replicas() - {victim}
 
+    started = time.perf_counter()
     assert _poll(recovered, timeout_s=90, interval_s=1), f"no recovery; statuses seen: {outcomes}"
+    print(f"classifier kill: recovered in {time.perf_counter() - started:.1f} s; statuses meanwhile {outcomes}")
     assert set(outcomes) <= {200, 503}, outcomes
     other = service.client.post("/v1/classify?model=hornet-l-gf384", content=JPEG, headers=HEADERS)
     assert other.status_code == 200
@@ -188,3 +191,53 @@ def test_a_killed_gateway_replica_is_replaced_and_the_service_recovers(service):
     failed = [o for o in outcomes if o != 200]
     print(f"gateway kill: {len(failed)} failed requests before recovery: {failed}")
     assert len(failed) <= 60
+
+
+def _replica_rss_mb() -> dict[int, float]:
+    """Resident memory of every Serve replica process of the app (Ray titles them ServeReplica:<app>:...)."""
+    rss = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"ServeReplica:hornet:" in (proc / "cmdline").read_bytes():
+                kb = next(line for line in (proc / "status").read_text().splitlines() if line.startswith("VmRSS"))
+                rss[int(proc.name)] = int(kb.split()[1]) / 1024
+        except (OSError, StopIteration):
+            continue
+    return rss
+
+
+async def _open_loop(base_url: str, rate_per_s: float, seconds: float) -> list[httpx.Response]:
+    """Requests sent on a fixed schedule, whether or not earlier ones have been answered."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=180,
+                                 limits=httpx.Limits(max_connections=None)) as client:  # fmt: skip
+        tasks = []
+        for _ in range(int(rate_per_s * seconds)):
+            tasks.append(asyncio.create_task(client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)))
+            await asyncio.sleep(1 / rate_per_s)
+        return await asyncio.gather(*tasks)
+
+
+def test_an_open_loop_burst_far_above_capacity_sheds_load_and_recovers(service):
+    def single_latency() -> float:
+        t0 = time.perf_counter()
+        assert service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS).status_code == 200
+        return time.perf_counter() - t0
+
+    baseline = min(single_latency() for _ in range(3))
+    rss_before = _replica_rss_mb()
+    responses = asyncio.run(_open_loop(service.base_url, rate_per_s=80, seconds=4))  # ~10x hornet-t's capacity
+    rss_after = _replica_rss_mb()
+    statuses = [r.status_code for r in responses]
+    accepted = [r for r in responses if r.status_code == 200]
+    shed = [r for r in responses if r.status_code == 503]
+    assert set(statuses) <= {200, 503}, statuses
+    assert shed and accepted
+    assert all(r.headers["retry-after"] == "1" for r in shed)
+    assert all(len(r.json()["predictions"]) == 5 for r in accepted)
+    growth = {pid: rss_after[pid] - rss_before[pid] for pid in rss_before if pid in rss_after}
+    assert growth and max(growth.values()) < 300, growth
+    after = min(single_latency() for _ in range(3))
+    print(f"open loop 80 req/s x 4 s: {len(accepted)} served, {len(shed)} shed with 503; replica RSS growth "
+          f"max {max(growth.values()):.0f} MB; single-request latency {baseline * 1e3:.0f} ms before, "
+          f"{after * 1e3:.0f} ms after")  # fmt: skip
+    assert after < 3 * baseline + 0.1
