@@ -57,6 +57,14 @@ class Service:
         ]
 
 
+def serve_actors(marker: str = "") -> set[str]:
+    """Names of the live Serve actors (replicas are `SERVE_REPLICA::<app>#<deployment>#<id>`) containing marker."""
+    import ray
+
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "serve" and marker in a["name"]}  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def service():
     import ray

@@ -12,6 +12,8 @@ from PIL import Image
 
 from images import encode, photo
 
+from .conftest import serve_actors
+
 pytestmark = pytest.mark.integration
 
 JPEG = encode(photo(320, 240, seed=11), "JPEG", quality=90)
@@ -120,15 +122,9 @@ MULTIPART_CASES = [
 ]  # fmt: skip
 
 
-def _replicas() -> set[str]:
-    import ray
-
-    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve"}
-
-
 @pytest.fixture(scope="module")
 def replicas_before(service):
-    return _replicas()
+    return serve_actors("SERVE_REPLICA")
 
 
 @pytest.mark.parametrize(("kind", "query", "body", "headers", "status"), CASES, ids=[c[0] for c in CASES])
@@ -161,7 +157,7 @@ def test_a_streamed_body_over_the_limit_is_cut_off(service, replicas_before):
 def test_after_the_whole_corpus_the_service_answers_and_no_replica_restarted(service, replicas_before):
     r = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=RAW)
     assert r.status_code == 200 and len(r.json()["predictions"]) == 5
-    assert _replicas() == replicas_before
+    assert serve_actors("SERVE_REPLICA") == replicas_before
     assert len(CASES) + len(MULTIPART_CASES) >= 30
 
 

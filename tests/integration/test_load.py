@@ -10,7 +10,7 @@ import pytest
 from images import encode, photo
 from service.config import Settings
 
-from .conftest import TEST_SETTINGS
+from .conftest import TEST_SETTINGS, serve_actors
 
 pytestmark = pytest.mark.integration
 
@@ -106,25 +106,34 @@ def test_a_slow_model_gets_504_within_the_configured_time(service):
         serve.delete("slow")
 
 
-def test_a_killed_replica_is_replaced_and_the_service_recovers(service):
+def _kill_and_wait_for_recovery(service, deployment: str) -> tuple[float, list]:
+    """Kill the only replica of `deployment`, then send requests until one succeeds with a new replica up.
+    Returns the seconds that took and what each request meanwhile got."""
     import ray
 
-    def replicas() -> set[str]:
-        named = ray.util.list_named_actors(all_namespaces=True)
-        return {a["name"] for a in named if a["namespace"] == "serve" and "hornet#hornet-t#" in a["name"]}
-
-    (victim,) = replicas()
+    marker = f"hornet#{deployment}#"
+    (victim,) = serve_actors(marker)
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
-    outcomes = []
+    outcomes: list = []
 
     def recovered():
-        r = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
+        try:
+            r = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
+        except httpx.TransportError as exc:
+            outcomes.append(type(exc).__name__)
+            return False
         outcomes.append(r.status_code)
-        return r.status_code == 200 and replicas() - {victim}
+        return r.status_code == 200 and serve_actors(marker) - {victim}
 
     started = time.perf_counter()
-    assert _poll(recovered, timeout_s=90, interval_s=1), f"no recovery; statuses seen: {outcomes}"
-    print(f"classifier kill: recovered in {time.perf_counter() - started:.1f} s; statuses meanwhile {outcomes}")
+    assert _poll(recovered, timeout_s=90, interval_s=1), f"no recovery of {deployment}; outcomes: {outcomes}"
+    seconds = time.perf_counter() - started
+    print(f"{deployment} replica killed: recovered in {seconds:.1f} s; requests meanwhile got {outcomes}")
+    return seconds, outcomes
+
+
+def test_a_killed_replica_is_replaced_and_the_service_recovers(service):
+    _, outcomes = _kill_and_wait_for_recovery(service, "hornet-t")
     assert set(outcomes) <= {200, 503}, outcomes
     other = service.client.post("/v1/classify?model=hornet-l-gf384", content=JPEG, headers=HEADERS)
     assert other.status_code == 200
@@ -168,29 +177,8 @@ def model_state(name: str) -> dict:
 
 
 def test_a_killed_gateway_replica_is_replaced_and_the_service_recovers(service):
-    import ray
-
-    def gateways() -> set[str]:
-        named = ray.util.list_named_actors(all_namespaces=True)
-        return {a["name"] for a in named if a["namespace"] == "serve" and "hornet#Gateway#" in a["name"]}
-
-    (victim,) = gateways()
-    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
-    outcomes = []
-
-    def recovered():
-        try:
-            r = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
-            outcomes.append(r.status_code)
-        except httpx.TransportError as exc:
-            outcomes.append(type(exc).__name__)
-            return False
-        return r.status_code == 200 and gateways() - {victim}
-
-    assert _poll(recovered, timeout_s=90, interval_s=1), f"no recovery; outcomes: {outcomes}"
-    failed = [o for o in outcomes if o != 200]
-    print(f"gateway kill: {len(failed)} failed requests before recovery: {failed}")
-    assert len(failed) <= 60
+    _, outcomes = _kill_and_wait_for_recovery(service, "Gateway")
+    assert len([o for o in outcomes if o != 200]) <= 60, outcomes
 
 
 def _replica_rss_mb() -> dict[int, float]:
