@@ -7,10 +7,12 @@ class ApiError(Exception):
     status = 400
     type = "bad_request"
 
-    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(self, message: str, headers: dict[str, str] | None = None, status: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.headers = headers or {}
+        if status is not None:  # for statuses raised by the framework itself (e.g. 404 route, 405 method)
+            self.status = status
 
     def body(self, request_id: str) -> dict:
         return {"error": {"type": self.type, "message": self.message, "request_id": request_id}}

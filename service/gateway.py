@@ -76,9 +76,7 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     error_type = {404: errors.NotFound, 405: errors.MethodNotAllowed}.get(exc.status_code, errors.ApiError)
-    error = error_type(str(exc.detail))
-    error.status = exc.status_code
-    return _error_response(request, error)
+    return _error_response(request, error_type(str(exc.detail), status=exc.status_code))
 
 
 @app.exception_handler(Exception)
@@ -168,6 +166,7 @@ class Gateway:
             model_tag = model_id
             if not 1 <= top_k <= self.settings.limits.max_top_k:
                 raise errors.InvalidParameter(f"top_k must be between 1 and {self.settings.limits.max_top_k}")
+            info = await self._model_info(model_id)  # before any upload is read: 503 at once if not ready
             data = await image_bytes(request, self.settings.limits.max_body_bytes)
             self.metrics.image_bytes.observe(len(data), tags={"model": model_id})
             t0 = time.perf_counter()
@@ -179,7 +178,6 @@ class Gateway:
                 raise errors.InvalidImage(str(exc)) from None
             decode_s = time.perf_counter() - t0
             self.metrics.decode.observe(decode_s, tags={"model": model_id})
-            info = await self._model_info(model_id)
             result = await self._infer(model_id, pixels, top_k)
             labels = self._labels[model_id]
             body = ClassifyResponse(

@@ -83,6 +83,10 @@ def test_compose_file_parses_and_references_files_that_exist():
     services = compose["services"]
     assert {"ray-head", "ray-gpu-worker", "prometheus", "grafana", "locust"} <= set(services)
     assert services["locust"]["profiles"] == ["loadtest"]
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    for name, svc in services.items():
+        target = svc.get("build", {}).get("target")
+        assert target is None or f" AS {target}\n" in dockerfile, f"{name} builds missing target {target}"
     gpu = services["ray-gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
     assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
     build = services["ray-head"]["build"]
@@ -103,6 +107,7 @@ def test_dockerfile_is_multi_stage_non_root_pinned_with_healthcheck():
     text = (DEPLOY / "Dockerfile").read_text()
     assert re.search(r"FROM python:\S+ AS base-cpu", text) and re.search(r"FROM nvidia/cuda:\S+ AS base-gpu", text)
     assert "FROM base-${TARGET} AS runtime" in text and "USER hornet" in text and "HEALTHCHECK" in text
+    assert re.findall(r"^FROM .* AS (\S+)$", text, re.M)[-1] == "runtime", "runtime must stay the default target"
     assert "torch==2.13.0" in text and "-c deploy/constraints.txt" in text
     assert not re.search(r"(?i)(token|password|secret)\s*=", text)
     for line in (DEPLOY / "constraints.txt").read_text().splitlines():
