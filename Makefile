@@ -30,7 +30,7 @@ test: $(STAMP) system-deps lint
 	$(PY) -m pytest
 
 serve: $(STAMP)
-	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml
+	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml $(ARGS)
 
 # Model-only table (one lever per row), then the service against the model over HTTP (JSON + PNG in artifacts/).
 bench: $(STAMP)
