@@ -7,6 +7,7 @@ that `serve deploy` and KubeRay use (`service.serve_config`), so the two cannot 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,7 +166,7 @@ def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
     target[path[-1]] = value
 
 
-def environment_overrides(environ: dict[str, str] | os._Environ = os.environ) -> dict[str, Any]:
+def environment_overrides(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """`HORNET_SERVE_CLASSIFIER__BATCH__MAX_BATCH_SIZE=16` -> {"classifier": {"batch": {"max_batch_size": "16"}}}.
     Values are YAML-parsed, so lists and numbers work: `HORNET_SERVE_MODELS="[hornet-t]"`."""
     overrides: dict[str, Any] = {}
@@ -179,7 +180,7 @@ def environment_overrides(environ: dict[str, str] | os._Environ = os.environ) ->
 def load_settings(
     path: str | Path | None = None,
     cli_overrides: dict[str, Any] | None = None,
-    environ: dict[str, str] | os._Environ = os.environ,
+    environ: Mapping[str, str] = os.environ,
 ) -> Settings:
     """Defaults, then the YAML file (`path` or $HORNET_SERVE_CONFIG), then HORNET_SERVE_* variables, then CLI flags."""
     data: dict[str, Any] = {}
