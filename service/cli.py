@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 
 from model import CheckpointError, get_variant
 from service.config import Settings, load_settings
+from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 from service.serve_config import render, render_kuberay_patch
 from service.weights import WeightsUnavailable, choose_weights
 
@@ -63,6 +65,7 @@ def run(settings: Settings) -> None:
 
     from service.app import build_app
 
+    os.environ.setdefault(CALLBACK_ENV, CALLBACK_PATH)  # inherited by the proxy actors of this local Ray
     ray.init(
         address="local",
         include_dashboard=False,

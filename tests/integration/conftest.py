@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
@@ -9,6 +10,7 @@ import httpx
 import pytest
 
 from service.config import Settings
+from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 
 pytestmark = pytest.mark.integration
 
@@ -73,6 +75,7 @@ def service():
     from service.app import build_app
 
     http_port, metrics_port = free_port(), free_port()
+    os.environ.setdefault(CALLBACK_ENV, CALLBACK_PATH)  # as hornet-serve and the image set it
     ray.init(
         address="local",
         num_cpus=4,
