@@ -12,7 +12,7 @@ import torch
 from ray import serve
 
 from model import BatchPredictor, CheckpointError, create_model, get_variant, pick_device
-from service.config import Settings
+from service.config import ClassifierSettings, Settings
 from service.metrics import ClassifierMetrics
 from service.schemas import ModelInfo
 from service.weights import WeightsUnavailable, choose_weights
@@ -52,18 +52,17 @@ class Classifier:
             max_concurrent_batches=batch.max_concurrent_batches,
         )(self._run_batch)
         try:
-            self.info = self._load(model_id, settings)
+            self.info = self._load(model_id, settings, cfg)
         except (CheckpointError, WeightsUnavailable) as exc:
             # A bad checkpoint takes only this variant out: the replica stays up and says why, so the
             # other variants keep serving and /readyz, /v1/models and every request name the reason.
             log.error("%s FAILED TO LOAD: %s", model_id, exc)
             self.info = ModelInfo(id=model_id, ready=False, reason=str(exc), precision=cfg.precision)
 
-    def _load(self, model_id: str, settings: Settings) -> ModelInfo:
-        cfg = settings.classifier_for(model_id)
+    def _load(self, model_id: str, settings: Settings, cfg: ClassifierSettings) -> ModelInfo:
         variant = get_variant(model_id)
         device = pick_device(settings.device)
-        weights = choose_weights(variant, settings.weights_policy, cfg.weights, settings.checkpoint_dir)
+        weights = choose_weights(settings, model_id)
         net = create_model(model_id, weights=weights.source)
         self.predictor = BatchPredictor(net, variant.preprocessing, device, cfg.precision, cfg.channels_last)
         started = time.perf_counter()

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from model import CheckpointError, get_variant
+from model import CheckpointError
 from service.config import Settings, load_settings
 from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 from service.serve_config import render, render_kuberay_patch
@@ -54,9 +54,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def check_weights(settings: Settings) -> None:
     """With weights_policy=required, find (or download) every checkpoint before starting Ray: fail fast."""
     for model_id in settings.models:
-        cfg = settings.classifier_for(model_id)
-        choice = choose_weights(get_variant(model_id), settings.weights_policy, cfg.weights, settings.checkpoint_dir)
-        log.info("%s: weights from %s", model_id, choice.description)
+        log.info("%s: weights from %s", model_id, choose_weights(settings, model_id).description)
 
 
 def run(settings: Settings) -> None:

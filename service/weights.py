@@ -14,8 +14,9 @@ import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
-from model import Variant
+from model import get_variant
 from model.checkpoint import download, find_in_directory, hub_checkpoint_dir
+from service.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -30,25 +31,24 @@ class WeightsChoice:
     description: str  # what /v1/models shows as weights_source
 
 
-def choose_weights(variant: Variant, policy: str, explicit: str | None, checkpoint_dir: str | None) -> WeightsChoice:
+def choose_weights(settings: Settings, model_id: str) -> WeightsChoice:
+    """Where `model_id`'s weights come from under the settings' policy (see the module docstring)."""
+    variant = get_variant(model_id)
+    policy, explicit = settings.weights_policy, settings.classifier_for(model_id).weights
     if policy == "random":
         return WeightsChoice(None, "random-init (weights_policy=random)")
     if explicit:
         return WeightsChoice(explicit, explicit)
     searched = []
-    if checkpoint_dir:
-        found = find_in_directory(variant, Path(checkpoint_dir))
+    if settings.checkpoint_dir:
+        found = find_in_directory(variant, Path(settings.checkpoint_dir))
         if found is not None:
             return WeightsChoice(str(found), str(found))
-        searched.append(f"directory {checkpoint_dir}")
-    cached = hub_checkpoint_dir() / variant.checkpoint_filename
-    if cached.is_file():
-        return WeightsChoice(str(cached), str(cached))
-    searched.append(f"hub cache {cached.parent}")
-    try:
+        searched.append(f"directory {settings.checkpoint_dir}")
+    try:  # served from the torch.hub cache when it is there, downloaded otherwise
         return WeightsChoice(str(download(variant.checkpoint_url)), variant.checkpoint_url)
     except (urllib.error.URLError, OSError) as exc:  # unreachable host; a bad hash raises CheckpointError
-        searched.append(f"download {variant.checkpoint_url} ({exc})")
+        searched.append(f"hub cache {hub_checkpoint_dir()} and download {variant.checkpoint_url} ({exc})")
     reason = f"no checkpoint for {variant.id}: tried " + "; ".join(searched)
     if policy == "required":
         raise WeightsUnavailable(reason + " (weights_policy=required)")
