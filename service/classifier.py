@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from ray import serve
 
 from model import BatchPredictor, CheckpointError, create_model, get_variant, pick_device
 from service.config import ClassifierSettings, Settings
 from service.metrics import ClassifierMetrics
 from service.schemas import ModelInfo
+from service.torch_lanes import TorchLanes
 from service.weights import WeightsUnavailable, choose_weights
 
 log = logging.getLogger("ray.serve")
@@ -39,20 +38,19 @@ class Classification:
 class Classifier:
     def __init__(self, model_id: str, settings: Settings) -> None:
         cfg = settings.classifier_for(model_id)
-        if cfg.cpu_threads:
-            torch.set_num_threads(cfg.cpu_threads)
         self.model_id = model_id
         self.metrics = ClassifierMetrics.create()
         batch = cfg.batch
         self._batch_wait_s = batch.batch_wait_timeout_s
         self._in_flight = 0
+        self._lanes = TorchLanes(batch.max_concurrent_batches, cfg.cpu_threads)
         self._batched = serve.batch(
             max_batch_size=batch.max_batch_size,
             batch_wait_timeout_s=batch.batch_wait_timeout_s,
             max_concurrent_batches=batch.max_concurrent_batches,
         )(self._run_batch)
         try:
-            self.info = self._load(model_id, settings, cfg)
+            self.info = self._lanes.run_setup(lambda: self._load(model_id, settings, cfg))
         except (CheckpointError, WeightsUnavailable) as exc:
             # A bad checkpoint takes only this variant out: the replica stays up and says why, so the
             # other variants keep serving and /readyz, /v1/models and every request name the reason.
@@ -100,8 +98,8 @@ class Classifier:
         self, pixels: list[np.ndarray], top_ks: list[int], arrived: list[float]
     ) -> list[Classification]:
         started = time.perf_counter()
-        # The forward runs in a thread (torch drops the GIL) so this replica keeps gathering the next batch.
-        indices, scores = await asyncio.to_thread(self.predictor.predict, np.stack(pixels), max(top_ks))
+        batch = np.stack(pixels)
+        indices, scores = await self._lanes.run(lambda: self.predictor.predict(batch, max(top_ks)))
         inference_s = time.perf_counter() - started
         tags = {"model": self.model_id}
         self.metrics.inference.observe(inference_s, tags=tags)

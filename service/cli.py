@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from model import CheckpointError
 from service.config import Settings, load_settings
 from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
-from service.serve_config import render, render_kuberay_patch
+from service.serve_config import RAY_SYSTEM_CONFIG, render, render_kuberay_patch
 from service.weights import WeightsUnavailable, choose_weights
 
 log = logging.getLogger("hornet-serve")
@@ -68,7 +68,7 @@ def run(settings: Settings) -> None:
         address="local",
         include_dashboard=False,
         _metrics_export_port=settings.metrics_export_port,
-        _system_config={"metrics_report_interval_ms": 2000},
+        _system_config={**RAY_SYSTEM_CONFIG, "metrics_report_interval_ms": 2000},
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

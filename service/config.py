@@ -60,7 +60,11 @@ class ClassifierSettings(_Strict):
     autoscaling: AutoscalingSettings | None = None
     num_cpus: float = Field(0.5, ge=0, description="Ray logical CPUs reserved per replica")
     num_gpus: float = Field(0, ge=0, le=1, description="GPU share per replica (1 or a fraction); 0 on CPU")
-    cpu_threads: int | None = Field(None, ge=1, description="torch intra-op threads; default: all cores")
+    cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads of a batch that runs alone (overlapping batches share them); default: all cores",
+    )
     precision: Precision = "fp32"
     channels_last: bool = True
     batch: BatchSettings = BatchSettings()

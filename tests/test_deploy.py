@@ -12,6 +12,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from service.serve_config import RAY_SYSTEM_CONFIG
+
 ROOT = Path(__file__).parent.parent
 DEPLOY = ROOT / "deploy"
 OVERLAYS = ["cpu", "gpu"]
@@ -114,6 +116,12 @@ def test_dockerfile_is_multi_stage_non_root_pinned_with_healthcheck():
         assert line.startswith("#") or re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][\w.]*", line), line
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "*.pth"} <= set(ignored)
+
+
+def test_image_gives_ray_start_the_system_config_hornet_serve_uses():
+    text = (DEPLOY / "Dockerfile").read_text()
+    for name, value in RAY_SYSTEM_CONFIG.items():
+        assert f"RAY_{name}={value} " in text, f"the image does not set RAY_{name}={value}"
 
 
 @pytest.mark.parametrize(("check", "path"), [("config", "prometheus.yml"), ("rules", "alerts.yml")])

@@ -11,6 +11,7 @@ import pytest
 
 from service.config import Settings
 from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
+from service.serve_config import RAY_SYSTEM_CONFIG
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +82,7 @@ def service():
         num_cpus=4,
         include_dashboard=False,
         _metrics_export_port=metrics_port,
-        _system_config={"metrics_report_interval_ms": 1000},
+        _system_config={**RAY_SYSTEM_CONFIG, "metrics_report_interval_ms": 1000},
     )
     serve.start(http_options={"host": "127.0.0.1", "port": http_port})
     settings = Settings.model_validate(TEST_SETTINGS)

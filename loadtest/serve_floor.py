@@ -1,0 +1,54 @@
+"""The floor under the serving overhead: what Ray Serve itself costs one request on this machine.
+
+An app shaped like hornet-serve (HTTP proxy -> FastAPI ingress -> one replica call with an array the
+size of a 224x224 image) that does no other work: no decoding, no model. Its latency at concurrency 1
+is the part of the service's overhead that no change inside hornet-serve can remove.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+
+import numpy as np
+from fastapi import FastAPI, Request
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from loadtest.http_load import closed_loop
+
+APP_NAME, ROUTE = "serve-floor", "/serve-floor"
+app = FastAPI()
+
+
+@serve.deployment
+class Echo:
+    def __call__(self, pixels: np.ndarray) -> int:
+        return int(pixels.shape[0])
+
+
+@serve.deployment
+@serve.ingress(app)
+class Ingress:
+    def __init__(self, echo: DeploymentHandle) -> None:
+        self.echo = echo
+
+    @app.post("/")
+    async def post(self, request: Request) -> dict:
+        body = await request.body()
+        rows = await self.echo.remote(np.zeros((224, 224, 3), dtype=np.uint8))
+        return {"bytes": len(body), "rows": rows}
+
+
+def measure_floor_ms(port: int, body: bytes, seconds: float) -> float:
+    """p50 latency (ms) of the empty pipeline at concurrency 1, on the Serve instance already running."""
+    serve.run(Ingress.bind(Echo.bind()), name=APP_NAME, route_prefix=ROUTE)
+    try:
+        url = f"http://127.0.0.1:{port}{ROUTE}/"
+        asyncio.run(closed_loop(url, [body], 1, 1.0))  # warm-up
+        load = asyncio.run(closed_loop(url, [body], 1, seconds))
+        if load.errors:
+            raise RuntimeError(f"the empty pipeline answered errors: {load.errors}")
+        return statistics.median(load.latencies_s) * 1e3
+    finally:
+        serve.delete(APP_NAME)
