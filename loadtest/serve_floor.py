@@ -5,8 +5,6 @@ size of a 224x224 image) that does no other work: no decoding, no model. Its lat
 is the part of the service's overhead that no change inside hornet-serve can remove.
 """
 
-from __future__ import annotations
-
 import asyncio
 import statistics
 
@@ -21,13 +19,14 @@ APP_NAME, ROUTE = "serve-floor", "/serve-floor"
 app = FastAPI()
 
 
-@serve.deployment
+# No CPU reservation: the service under test already holds the machine's logical CPUs.
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 class Echo:
     def __call__(self, pixels: np.ndarray) -> int:
         return int(pixels.shape[0])
 
 
-@serve.deployment
+@serve.deployment(ray_actor_options={"num_cpus": 0})
 @serve.ingress(app)
 class Ingress:
     def __init__(self, echo: DeploymentHandle) -> None:

@@ -53,5 +53,8 @@ class TorchLanes:
 
     @staticmethod
     def _with_threads(threads: int, fn: Callable[[], T]) -> T:
-        torch.set_num_threads(threads)  # per calling thread under OpenMP
+        # Per calling thread under OpenMP, once torch has initialised this thread's setting: its first
+        # parallel op copies torch's process-wide value (the last one any thread set), so trigger that first.
+        torch.get_num_threads()
+        torch.set_num_threads(threads)
         return fn()
