@@ -44,16 +44,17 @@ def _images(count: int, width: int, height: int) -> list[bytes]:
     return [encode(photo(width, height, seed=100 + i), "JPEG", quality=90) for i in range(count)]
 
 
-def _median_window(predictor: BatchPredictor, batch_size: int, seconds: float) -> tuple[float, float]:
-    return sorted(throughput(predictor, batch_size, seconds) for _ in range(3))[1]
+def _best_window(predictor: BatchPredictor, batch_size: int, seconds: float) -> tuple[float, float]:
+    """The fastest of three windows: on a shared VM a window can run 20% slow, and a slow reference
+    would flatter the ratio and the overhead."""
+    return max(throughput(predictor, batch_size, seconds) for _ in range(3))
 
 
 def measure_model(args: argparse.Namespace, images: list[bytes]) -> dict:
     variant = get_variant(args.model)
     predictor = BatchPredictor(create_model(variant.id), variant.preprocessing, "cpu", args.precision)
-    # The median of three windows: single windows on this shared 2-core VM vary by +-10%.
-    batch_s = _median_window(predictor, args.batch_size, args.seconds / 4)
-    single = _median_window(predictor, 1, args.seconds / 4)
+    batch_s = _best_window(predictor, args.batch_size, args.seconds / 4)
+    single = _best_window(predictor, 1, args.seconds / 4)
     draft = (variant.preprocessing.resize_short or variant.input_size) if args.jpeg_draft else None
 
     def prepare(data: bytes, draft_size: int | None) -> np.ndarray:
