@@ -11,25 +11,22 @@ from collections import Counter
 
 import psutil
 
-# Substrings of Ray's process titles, first match wins.
-ROLES = (
-    ("ServeReplica:hornet:hornet-", "model replica"),
+# Substrings of the service's process titles, first match wins (the gateway is a ServeReplica too).
+SERVICE_ROLES = (
     ("ServeReplica:hornet:Gateway", "gateway"),
+    ("ServeReplica:hornet:", "model replica"),
     ("ProxyActor", "HTTP proxy"),
-    ("ServeController", "Ray (controller, GCS, raylet, agents)"),
-    ("gcs_server", "Ray (controller, GCS, raylet, agents)"),
-    ("raylet", "Ray (controller, GCS, raylet, agents)"),
-    ("dashboard", "Ray (controller, GCS, raylet, agents)"),
-    ("log_monitor", "Ray (controller, GCS, raylet, agents)"),
-    ("ray::", "Ray (controller, GCS, raylet, agents)"),
 )
+RAY_OWN = "Ray (controller, GCS, raylet, agents)"
+RAY_PROCESSES = ("ray::", "gcs_server", "raylet", "dashboard", "log_monitor")
 
 
 def _role(process: psutil.Process) -> str | None:
     if process.pid == os.getpid():
         return "load generator (this process)"
     title = " ".join(process.cmdline())
-    return next((role for key, role in ROLES if key in title), None)
+    role = next((role for key, role in SERVICE_ROLES if key in title), None)
+    return role or (RAY_OWN if any(key in title for key in RAY_PROCESSES) else None)
 
 
 def cpu_seconds_by_role() -> Counter[str]:
