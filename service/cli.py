@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import sys
 import threading
@@ -14,8 +13,8 @@ from pydantic import ValidationError
 
 from model import CheckpointError
 from service.config import Settings, load_settings
-from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
-from service.serve_config import RAY_SYSTEM_CONFIG, render, render_kuberay_patch
+from service.local import local_service
+from service.serve_config import render, render_kuberay_patch
 from service.weights import WeightsUnavailable, choose_weights
 
 log = logging.getLogger("hornet-serve")
@@ -58,36 +57,16 @@ def check_weights(settings: Settings) -> None:
 
 
 def run(settings: Settings) -> None:
-    import ray
-    from ray import serve
-
-    from service.app import build_app
-
-    os.environ.setdefault(CALLBACK_ENV, CALLBACK_PATH)  # inherited by the proxy actors of this local Ray
-    ray.init(
-        address="local",
-        include_dashboard=False,
-        _metrics_export_port=settings.metrics_export_port,
-        _system_config={**RAY_SYSTEM_CONFIG, "metrics_report_interval_ms": 2000},
-    )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    try:
-        serve.start(http_options={"host": settings.host, "port": settings.port})
-        serve.run(build_app(settings), name=settings.app_name, route_prefix="/")
+    with local_service(settings):
         log.info(
             "hornet-serve ready on http://%s:%d (models: %s; metrics on :%d)",
             settings.host, settings.port, ", ".join(settings.models), settings.metrics_export_port,
         )  # fmt: skip
         stop.wait()
-        # Deleting the app first drains it: each replica finishes its ongoing requests (up to Serve's
-        # graceful_shutdown_timeout_s) before it stops; serve.shutdown alone would drop them.
         log.info("shutting down: draining in-flight requests")
-        serve.delete(settings.app_name)
-    finally:
-        serve.shutdown()
-        ray.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,3 +24,6 @@ RAY_ENV: dict[str, str] = {
     "RAY_worker_niceness": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
+# The haproxy Serve runs: `hornet-haproxy` (service/haproxy_errors.py) gives its own errors the service's
+# JSON contract. Its path depends on the install (the image: /opt/venv/bin/hornet-haproxy).
+HAPROXY_BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"

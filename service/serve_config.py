@@ -9,11 +9,6 @@ import yaml
 from service.config import Settings
 
 IMPORT_PATH = "service.app:build_app"
-# Ray passes objects up to this size inside the call instead of through the object store. At the
-# default (100 KiB) every uploaded photo and every 224x224x3 image took the object store: measured on
-# 2 cores, a replica call with a 150 KB array took 5.6 ms instead of 2.6 ms. hornet-serve passes it to
-# the Ray it starts; the image sets RAY_max_direct_call_object_size for `ray start`.
-RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": 1 << 20}
 
 
 def serve_config(settings: Settings) -> dict[str, Any]:

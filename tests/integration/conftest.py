@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 
@@ -10,8 +9,7 @@ import httpx
 import pytest
 
 from service.config import Settings
-from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
-from service.serve_config import RAY_SYSTEM_CONFIG
+from service.local import local_service
 
 pytestmark = pytest.mark.integration
 
@@ -70,29 +68,13 @@ def serve_actors(marker: str = "") -> set[str]:
 
 @pytest.fixture(scope="session")
 def service():
-    import ray
-    from ray import serve
-
-    from service.app import build_app
-
     http_port, metrics_port = free_port(), free_port()
-    os.environ.setdefault(CALLBACK_ENV, CALLBACK_PATH)  # as hornet-serve and the image set it
-    ray.init(
-        address="local",
-        num_cpus=4,
-        include_dashboard=False,
-        _metrics_export_port=metrics_port,
-        _system_config={**RAY_SYSTEM_CONFIG, "metrics_report_interval_ms": 1000},
-    )
-    serve.start(http_options={"host": "127.0.0.1", "port": http_port})
-    settings = Settings.model_validate(TEST_SETTINGS)
-    serve.run(build_app(settings), name=settings.app_name, route_prefix="/")
-    svc = Service(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{metrics_port}/metrics", metrics_port)
-    deadline = time.time() + 60
-    while svc.client.get("/readyz").status_code != 200:
-        assert time.time() < deadline, "service never became ready"
-        time.sleep(0.5)
-    yield svc
-    svc.client.close()
-    serve.shutdown()
-    ray.shutdown()
+    settings = Settings.model_validate({**TEST_SETTINGS, "port": http_port, "metrics_export_port": metrics_port})
+    with local_service(settings, num_cpus=4, metrics_report_interval_ms=1000) as base_url:
+        svc = Service(base_url, f"http://127.0.0.1:{metrics_port}/metrics", metrics_port)
+        deadline = time.time() + 60
+        while svc.client.get("/readyz").status_code != 200:
+            assert time.time() < deadline, "service never became ready"
+            time.sleep(0.5)
+        yield svc
+        svc.client.close()

@@ -1,0 +1,67 @@
+"""One way to run the service on this machine: a local Ray with the project's Ray settings, then the app.
+
+`hornet-serve`, the integration tests and the bench all start the service through `local_service`, so
+all three run the same thing (the same ingress, the same Ray environment, the same proxy middleware).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from service.config import Settings
+from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
+from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
+
+
+def apply_ray_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Put the project's Ray environment into this process before Ray starts: the raylet, Serve's
+    controller, its proxies and every replica inherit it. A variable already set by the user wins."""
+    env = {**RAY_ENV, CALLBACK_ENV: CALLBACK_PATH, HAPROXY_BINARY_ENV: haproxy_wrapper(), **(overrides or {})}
+    for name, value in env.items():
+        os.environ.setdefault(name, value)
+    return {name: os.environ[name] for name in env}
+
+
+def haproxy_wrapper() -> str:
+    """`hornet-haproxy` (service/haproxy_errors.py), installed beside this Python."""
+    return str(Path(sys.executable).with_name("hornet-haproxy"))
+
+
+@contextmanager
+def local_service(
+    settings: Settings,
+    *,
+    num_cpus: int | None = None,
+    metrics_report_interval_ms: int = 2000,
+    quiet: bool = False,
+    ray_env: Mapping[str, str] | None = None,
+) -> Iterator[str]:
+    """Start Ray and the app; yield the base URL; on exit delete the app (draining in-flight requests:
+    each replica finishes its ongoing requests before it stops), then stop Serve and Ray."""
+    apply_ray_env(ray_env)
+    import ray  # after the environment: Serve reads its settings when first imported
+    from ray import serve
+
+    from service.app import build_app
+
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        logging_level="ERROR" if quiet else "INFO",
+        log_to_driver=not quiet,
+        _metrics_export_port=settings.metrics_export_port,
+        _system_config={**RAY_SYSTEM_CONFIG, "metrics_report_interval_ms": metrics_report_interval_ms},
+    )
+    try:
+        serve.start(http_options={"host": settings.host, "port": settings.port})
+        serve.run(build_app(settings), name=settings.app_name, route_prefix="/")
+        yield f"http://{settings.host}:{settings.port}"
+        serve.delete(settings.app_name)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
