@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from ray import serve
 
 from model import BatchPredictor, CheckpointError, create_model, get_variant, pick_device
 from model.precision import resolve_precision
-from service.config import ClassifierSettings, Settings
+from service.config import LiveBatchSettings, VariantSettings
 from service.metrics import ClassifierMetrics
 from service.schemas import ModelInfo
 from service.torch_lanes import TorchLanes
@@ -32,46 +33,50 @@ class Classification:
     scores: list[float]
     queue_s: float
     inference_s: float
-    batch_size: int
 
 
 @serve.deployment
 class Classifier:
-    def __init__(self, model_id: str, settings: Settings) -> None:
-        cfg = settings.classifier_for(model_id)
-        self.model_id = model_id
+    """Loads once (weights, precision, device: a change means a new replica); batch size and wait come
+    from the deployment's `user_config` through `reconfigure`, which Serve calls after `__init__` and on
+    every config change, so they change on running replicas."""
+
+    def __init__(self, settings: VariantSettings) -> None:
+        cfg = settings.classifier
+        self.model_id = settings.model_id
         self.metrics = ClassifierMetrics.create()
-        batch = cfg.batch
-        self._batch_wait_s = batch.batch_wait_timeout_s
+        self._batch = cfg.batch.live()
+        self._warmed_up_to = 0
         self._in_flight = 0
-        self._lanes = TorchLanes(batch.max_concurrent_batches, cfg.cpu_threads)
+        self._lanes = TorchLanes(cfg.batch.max_concurrent_batches, cfg.cpu_threads)
         self._batched = serve.batch(
-            max_batch_size=batch.max_batch_size,
-            batch_wait_timeout_s=batch.batch_wait_timeout_s,
-            max_concurrent_batches=batch.max_concurrent_batches,
+            max_batch_size=self._batch.max_batch_size,
+            batch_wait_timeout_s=self._batch.batch_wait_timeout_s,
+            max_concurrent_batches=cfg.batch.max_concurrent_batches,
         )(self._run_batch)
         try:
-            self.info = self._lanes.run_setup(lambda: self._load(model_id, settings, cfg))
+            self.info = self._lanes.run_setup(lambda: self._load(settings))
         except (CheckpointError, WeightsUnavailable) as exc:
             # A bad checkpoint takes only this variant out: the replica stays up and says why, so the
             # other variants keep serving and /readyz, /v1/models and every request name the reason.
-            log.error("%s FAILED TO LOAD: %s", model_id, exc)
-            self.info = ModelInfo(id=model_id, ready=False, reason=str(exc), precision=cfg.precision)
+            log.error("%s FAILED TO LOAD: %s", self.model_id, exc)
+            self.info = ModelInfo(id=self.model_id, ready=False, reason=str(exc), precision=cfg.precision)
 
-    def _load(self, model_id: str, settings: Settings, cfg: ClassifierSettings) -> ModelInfo:
-        variant = get_variant(model_id)
+    def _load(self, settings: VariantSettings) -> ModelInfo:
+        cfg = settings.classifier
+        variant = get_variant(settings.model_id)
         device = pick_device(settings.device)
         precision = resolve_precision(cfg.precision, device)
-        weights = choose_weights(settings, model_id)
-        net = create_model(model_id, weights=weights.source)
-        self.predictor = BatchPredictor(net, variant.preprocessing, device, precision, cfg.channels_last)
-        started = time.perf_counter()
-        self.predictor.warmup(list(range(1, cfg.batch.max_batch_size + 1)))
-        log.info("%s ready on %s, precision %s (configured: %s), %s; warmed batch sizes 1..%d in %.1fs", model_id, device,
-                 precision, cfg.precision, weights.description, cfg.batch.max_batch_size,
-                 time.perf_counter() - started)  # fmt: skip
+        weights = choose_weights(settings)
+        net = create_model(variant.id, weights=weights.source)
+        self.predictor = BatchPredictor(
+            net, variant.preprocessing, device, precision, cfg.channels_last,
+            buckets=cfg.buckets, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
+        )  # fmt: skip
+        log.info("%s on %s, precision %s (configured: %s), weights: %s", variant.id, device, precision, cfg.precision,
+                 weights.description)  # fmt: skip
         return ModelInfo(
-            id=model_id,
+            id=variant.id,
             ready=True,
             num_classes=net.num_classes,
             params=sum(p.numel() for p in net.parameters()),
@@ -82,6 +87,19 @@ class Classifier:
             labels_file=cfg.labels_file,
         )
 
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Applies new batching to this running replica; batch sizes not run before are warmed first."""
+        self._batch = LiveBatchSettings.model_validate(user_config)
+        if self.info.ready and self._batch.max_batch_size > self._warmed_up_to:
+            sizes = list(range(self._warmed_up_to + 1, self._batch.max_batch_size + 1))
+            started = time.perf_counter()
+            self._lanes.run_setup(lambda: self.predictor.warmup(sizes))
+            log.info("%s: warmed batch sizes %d..%d in %.1fs", self.model_id, sizes[0], sizes[-1],
+                     time.perf_counter() - started)  # fmt: skip
+            self._warmed_up_to = self._batch.max_batch_size
+        self._batched.set_max_batch_size(self._batch.max_batch_size)
+        log.info("%s: batching %s", self.model_id, self._batch)
+
     def describe(self) -> ModelInfo:
         return self.info
 
@@ -90,7 +108,7 @@ class Classifier:
             raise ModelNotLoaded(f"{self.model_id} failed to load: {self.info.reason}")
         # Adaptive batch wait: a request that arrives to an idle replica starts its batch at once (no
         # latency paid for company that is not coming); under load the configured wait gathers batches.
-        self._batched.set_batch_wait_timeout_s(self._batch_wait_s if self._in_flight else 0.0)
+        self._batched.set_batch_wait_timeout_s(self._batch.batch_wait_timeout_s if self._in_flight else 0.0)
         self._in_flight += 1
         try:
             return await self._batched(pixels, top_k, time.perf_counter())
@@ -110,7 +128,5 @@ class Classifier:
         results = []
         for i, (k, t0) in enumerate(zip(top_ks, arrived, strict=True)):
             self.metrics.queue_wait.observe(started - t0, tags=tags)
-            results.append(
-                Classification(indices[i, :k].tolist(), scores[i, :k].tolist(), started - t0, inference_s, len(pixels))
-            )
+            results.append(Classification(indices[i, :k].tolist(), scores[i, :k].tolist(), started - t0, inference_s))
         return results

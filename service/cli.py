@@ -7,13 +7,14 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
 from model import CheckpointError
 from service.config import Settings, load_settings
-from service.local import local_service
+from service.local import deploy, local_service
 from service.serve_config import render, render_kuberay_patch
 from service.weights import WeightsUnavailable, choose_weights
 
@@ -53,19 +54,29 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def check_weights(settings: Settings) -> None:
     """With weights_policy=required, find (or download) every checkpoint before starting Ray: fail fast."""
     for model_id in settings.models:
-        log.info("%s: weights from %s", model_id, choose_weights(settings, model_id).description)
+        log.info("%s: weights from %s", model_id, choose_weights(settings.variant(model_id)).description)
 
 
-def run(settings: Settings) -> None:
-    stop = threading.Event()
+def run(settings: Settings, reload: Callable[[], Settings]) -> None:
+    """Serve until SIGINT/SIGTERM; on SIGHUP read the configuration again and redeploy it (live where
+    Serve can apply it to running replicas, see service/serve_config.py)."""
+    wake, hangup = threading.Event(), threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: wake.set())
+    signal.signal(signal.SIGHUP, lambda *_: (hangup.set(), wake.set()))
     with local_service(settings):
         log.info(
-            "hornet-serve ready on http://%s:%d (models: %s; metrics on :%d)",
+            "hornet-serve ready on http://%s:%d (models: %s; metrics on :%d); SIGHUP reloads the configuration",
             settings.host, settings.port, ", ".join(settings.models), settings.metrics_export_port,
         )  # fmt: skip
-        stop.wait()
+        while wake.wait() and hangup.is_set():
+            wake.clear()
+            hangup.clear()
+            try:
+                deploy(reload())
+                log.info("configuration reloaded")
+            except (ValidationError, ValueError, OSError, RuntimeError) as exc:
+                log.error("configuration not reloaded, still serving the previous one: %s", exc)
         log.info("shutting down: draining in-flight requests")
 
 
@@ -89,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsUnavailable, CheckpointError) as exc:
         print(f"hornet-serve: {exc}", file=sys.stderr)
         return 3
-    run(settings)
+    run(settings, lambda: load_settings(args.config, cli_overrides(args)))
     return 0
 
 

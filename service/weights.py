@@ -16,7 +16,7 @@ from pathlib import Path
 
 from model import get_variant
 from model.checkpoint import download, find_in_directory, hub_checkpoint_dir
-from service.config import Settings
+from service.config import VariantSettings
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,10 @@ class WeightsChoice:
     description: str  # what /v1/models shows as weights_source
 
 
-def choose_weights(settings: Settings, model_id: str) -> WeightsChoice:
-    """Where `model_id`'s weights come from under the settings' policy (see the module docstring)."""
-    variant = get_variant(model_id)
-    policy, explicit = settings.weights_policy, settings.classifier_for(model_id).weights
+def choose_weights(settings: VariantSettings) -> WeightsChoice:
+    """Where a variant's weights come from under the settings' policy (see the module docstring)."""
+    variant = get_variant(settings.model_id)
+    policy, explicit = settings.weights_policy, settings.classifier.weights
     if policy == "random":
         return WeightsChoice(None, "random-init (weights_policy=random)")
     if explicit:

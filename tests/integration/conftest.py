@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
 import httpx
 import pytest
 
+from images import encode, photo
 from service.config import Settings
 from service.local import local_service
 
@@ -28,7 +30,7 @@ TEST_SETTINGS = {
     "device": "cpu",
     "classifier": {
         "cpu_threads": 1,
-        "batch": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05},
+        "batch": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05, "max_concurrent_batches": 1},
         "max_ongoing_requests": 4,
         "max_queued_requests": 8,
     },
@@ -39,7 +41,8 @@ TEST_SETTINGS = {
 
 
 class Service:
-    def __init__(self, base_url: str, metrics_url: str, metrics_port: int) -> None:
+    def __init__(self, settings: Settings, base_url: str, metrics_url: str, metrics_port: int) -> None:
+        self.settings = settings
         self.base_url = base_url
         self.metrics_url = metrics_url
         self.metrics_port = metrics_port
@@ -58,6 +61,26 @@ class Service:
         ]
 
 
+JPEG = encode(photo(320, 240, seed=5), "JPEG", quality=90)
+JPEG_HEADERS = {"Content-Type": "image/jpeg"}
+
+
+async def burst(base_url: str, n: int, path: str = "/v1/classify?model=hornet-t") -> list[httpx.Response]:
+    """`n` concurrent uploads of the same small JPEG."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
+        return await asyncio.gather(*(client.post(path, content=JPEG, headers=JPEG_HEADERS) for _ in range(n)))
+
+
+def poll(condition, timeout_s: float = 30, interval_s: float = 0.5):
+    """The first truthy value of `condition()` within the timeout, else its last value."""
+    deadline = time.time() + timeout_s
+    while True:
+        value = condition()
+        if value or time.time() > deadline:
+            return value
+        time.sleep(interval_s)
+
+
 def serve_actors(marker: str = "") -> set[str]:
     """Names of the live Serve actors (replicas are `SERVE_REPLICA::<app>#<deployment>#<id>`) containing marker."""
     import ray
@@ -71,7 +94,7 @@ def service():
     http_port, metrics_port = free_port(), free_port()
     settings = Settings.model_validate({**TEST_SETTINGS, "port": http_port, "metrics_export_port": metrics_port})
     with local_service(settings, num_cpus=4, metrics_report_interval_ms=1000) as base_url:
-        svc = Service(base_url, f"http://127.0.0.1:{metrics_port}/metrics", metrics_port)
+        svc = Service(settings, base_url, f"http://127.0.0.1:{metrics_port}/metrics", metrics_port)
         deadline = time.time() + 60
         while svc.client.get("/readyz").status_code != 200:
             assert time.time() < deadline, "service never became ready"

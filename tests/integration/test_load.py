@@ -8,29 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from images import encode, photo
 from service.config import Settings
 
-from .conftest import TEST_SETTINGS, serve_actors
+from .conftest import JPEG, JPEG_HEADERS, TEST_SETTINGS, burst, poll, serve_actors
 
 pytestmark = pytest.mark.integration
-
-JPEG = encode(photo(320, 240, seed=5), "JPEG", quality=90)
-HEADERS = {"Content-Type": "image/jpeg"}
-
-
-async def _burst(base_url: str, n: int, path: str = "/v1/classify?model=hornet-t") -> list[httpx.Response]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
-        return await asyncio.gather(*(client.post(path, content=JPEG, headers=HEADERS) for _ in range(n)))
-
-
-def _poll(condition, timeout_s: float = 30, interval_s: float = 0.5):
-    deadline = time.time() + timeout_s
-    while True:
-        value = condition()
-        if value or time.time() > deadline:
-            return value
-        time.sleep(interval_s)
 
 
 def _batch_histogram(service) -> tuple[float, float]:
@@ -44,14 +26,14 @@ def _batch_histogram(service) -> tuple[float, float]:
 
 def test_concurrent_requests_form_real_batches(service):
     for _ in range(3):
-        responses = asyncio.run(_burst(service.base_url, 4))
+        responses = asyncio.run(burst(service.base_url, 4))
         assert [r.status_code for r in responses] == [200] * 4
-    singles, total = _poll(lambda: (lambda s, t: (s, t) if t - s > 0 else None)(*_batch_histogram(service)))
+    singles, total = poll(lambda: (lambda s, t: (s, t) if t - s > 0 else None)(*_batch_histogram(service)))
     assert total > singles, "no batch larger than one request was ever executed"
 
 
 def test_backpressure_answers_503_with_retry_after_and_recovers(service):
-    responses = asyncio.run(_burst(service.base_url, 64))
+    responses = asyncio.run(burst(service.base_url, 64))
     statuses = [r.status_code for r in responses]
     rejected = [r for r in responses if r.status_code == 503]
     assert rejected, f"64 concurrent requests against 4 running + 8 queued were all accepted: {statuses}"
@@ -60,20 +42,20 @@ def test_backpressure_answers_503_with_retry_after_and_recovers(service):
         assert r.headers["retry-after"] == "1" and r.json()["error"]["type"] == "unavailable"
     assert statuses.count(200) >= 6
     assert all(len(r.json()["predictions"]) == 5 for r in responses if r.status_code == 200)
-    after = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
+    after = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=JPEG_HEADERS)
     assert after.status_code == 200
 
 
 def test_request_metrics_by_model_and_status(service):
-    service.client.post("/v1/classify?model=hornet-t", content=b"junk", headers=HEADERS)
-    service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
+    service.client.post("/v1/classify?model=hornet-t", content=b"junk", headers=JPEG_HEADERS)
+    service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=JPEG_HEADERS)
 
     def counts():
         samples = service.metric_samples("ray_hornet_requests_total")
         by_status = {(s["model"], s["status"]): v for s, v in samples}
         return by_status if ("hornet-t", "400") in by_status and ("hornet-t", "200") in by_status else None
 
-    by_status = _poll(counts)
+    by_status = poll(counts)
     assert by_status and by_status[("hornet-t", "200")] >= 1 and by_status[("hornet-t", "400")] >= 1
     names = {"ray_hornet_decode_seconds_count", "ray_hornet_queue_wait_seconds_count",
              "ray_hornet_inference_seconds_count", "ray_hornet_image_bytes_count",
@@ -96,10 +78,10 @@ def test_a_slow_model_gets_504_within_the_configured_time(service):
             "timeouts": {"inference_s": 0.001},
         }
     )
-    serve.run(build_app(settings), name="slow", route_prefix="/slow")
+    serve.run(build_app(settings.model_dump(mode="json")), name="slow", route_prefix="/slow")
     try:
         started = time.perf_counter()
-        r = service.client.post("/slow/v1/classify", content=JPEG, headers=HEADERS)
+        r = service.client.post("/slow/v1/classify", content=JPEG, headers=JPEG_HEADERS)
         elapsed = time.perf_counter() - started
         assert r.status_code == 504 and r.json()["error"]["type"] == "timeout", r.text
         assert elapsed < 2.0
@@ -119,7 +101,7 @@ class _BackgroundLoad:
         with httpx.Client(base_url=base_url, timeout=120) as client:
             while not self._stop.is_set():
                 try:
-                    r = client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
+                    r = client.post("/v1/classify?model=hornet-t", content=JPEG, headers=JPEG_HEADERS)
                     self.outcomes.append(r.status_code)
                 except httpx.TransportError as exc:
                     self.outcomes.append(type(exc).__name__)
@@ -143,7 +125,7 @@ def _kill_under_load_and_recover(service, deployment: str) -> tuple[float, list]
     marker = f"hornet#{deployment}#"
     (victim,) = serve_actors(marker)
     with _BackgroundLoad(service.base_url) as load:
-        _poll(lambda: len(load.outcomes) >= 3, timeout_s=30, interval_s=0.2)
+        poll(lambda: len(load.outcomes) >= 3, timeout_s=30, interval_s=0.2)
         served_before = len(load.outcomes)
         ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
         started = time.perf_counter()
@@ -151,7 +133,7 @@ def _kill_under_load_and_recover(service, deployment: str) -> tuple[float, list]
         def recovered():
             return serve_actors(marker) - {victim} and load.outcomes[-3:] == [200, 200, 200]
 
-        ok = _poll(recovered, timeout_s=90, interval_s=0.5)
+        ok = poll(recovered, timeout_s=90, interval_s=0.5)
         seconds = time.perf_counter() - started
     outcomes = load.outcomes[served_before:]
     assert ok, f"no recovery of {deployment}; outcomes: {outcomes}"
@@ -165,7 +147,7 @@ def test_a_killed_replica_is_replaced_and_the_service_recovers(service):
     _, outcomes = _kill_under_load_and_recover(service, "hornet-t")
     assert set(outcomes) <= {200, 503}, outcomes
     assert len([o for o in outcomes if o != 200]) <= 30, outcomes
-    other = service.client.post("/v1/classify?model=hornet-l-gf384", content=JPEG, headers=HEADERS)
+    other = service.client.post("/v1/classify?model=hornet-l-gf384", content=JPEG, headers=JPEG_HEADERS)
     assert other.status_code == 200
 
 
@@ -182,7 +164,7 @@ def test_a_bad_checkpoint_takes_out_only_its_variant_and_says_why(service, tmp_p
         **TEST_SETTINGS, "models": ["hornet-t", "hornet-s"], "app_name": "badckpt", "weights_policy": "required",
         "per_model": {"hornet-t": {"weights": str(good)}, "hornet-s": {"weights": str(bad)}},
     })  # fmt: skip
-    serve.run(build_app(settings), name="badckpt", route_prefix="/badckpt")
+    serve.run(build_app(settings.model_dump(mode="json")), name="badckpt", route_prefix="/badckpt")
     try:
         c = service.client
         ready = c.get("/badckpt/readyz")
@@ -191,9 +173,9 @@ def test_a_bad_checkpoint_takes_out_only_its_variant_and_says_why(service, tmp_p
         cards = {m["id"]: m for m in c.get("/badckpt/v1/models").json()["models"]}
         assert cards["hornet-t"]["ready"] and cards["hornet-t"]["weights"] == "checkpoint"
         assert not cards["hornet-s"]["ready"] and "cannot read checkpoint" in cards["hornet-s"]["not_ready_reason"]
-        ok = c.post("/badckpt/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)
+        ok = c.post("/badckpt/v1/classify?model=hornet-t", content=JPEG, headers=JPEG_HEADERS)
         assert ok.status_code == 200 and ok.json()["weights"] == "checkpoint"
-        down = c.post("/badckpt/v1/classify?model=hornet-s", content=JPEG, headers=HEADERS)
+        down = c.post("/badckpt/v1/classify?model=hornet-s", content=JPEG, headers=JPEG_HEADERS)
         assert down.status_code == 503 and "cannot read checkpoint" in down.json()["error"]["message"]
         assert down.headers["retry-after"] == "1"
     finally:
@@ -231,7 +213,9 @@ async def _open_loop(base_url: str, rate_per_s: float, seconds: float) -> list[h
                                  limits=httpx.Limits(max_connections=None)) as client:  # fmt: skip
         tasks = []
         for _ in range(int(rate_per_s * seconds)):
-            tasks.append(asyncio.create_task(client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS)))
+            tasks.append(
+                asyncio.create_task(client.post("/v1/classify?model=hornet-t", content=JPEG, headers=JPEG_HEADERS))
+            )
             await asyncio.sleep(1 / rate_per_s)
         return await asyncio.gather(*tasks)
 
@@ -239,7 +223,7 @@ async def _open_loop(base_url: str, rate_per_s: float, seconds: float) -> list[h
 def test_an_open_loop_burst_far_above_capacity_sheds_load_and_recovers(service):
     def single_latency() -> float:
         t0 = time.perf_counter()
-        assert service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=HEADERS).status_code == 200
+        assert service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=JPEG_HEADERS).status_code == 200
         return time.perf_counter() - t0
 
     baseline = min(single_latency() for _ in range(3))
