@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Real programs the integration tests run: Prometheus and Chromium (Debian's packages, never a downloaded browser).
+# Real programs the tests run: Prometheus (and promtool), Chromium, shellcheck (Debian's packages, never a downloaded browser).
 system-deps:
-	command -v prometheus >/dev/null && command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends prometheus chromium; }
+	command -v prometheus >/dev/null && command -v chromium >/dev/null && command -v shellcheck >/dev/null || { \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+		--no-install-recommends prometheus chromium shellcheck; }
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model service tests loadtest

@@ -1,20 +1,30 @@
 #!/bin/sh
-# head:   start a Ray head (no dashboard exposed beyond the container), deploy $SERVE_CONFIG, stay up.
-# worker: join $RAY_HEAD_ADDRESS and stay up.
-# Both export Ray metrics on :8080 for Prometheus. RAY_AUTH_MODE/RAY_AUTH_TOKEN come from the environment.
+# Entry point of the image for docker compose (KubeRay replaces it with its own `ray start` command).
+# head:   start a Ray head (dashboard on 127.0.0.1 only), deploy $SERVE_CONFIG, stay up.
+# worker: wait for the head's GCS, join $RAY_HEAD_ADDRESS, stay up.
+# Both export Ray metrics on :8080 for Prometheus and offer the custom Ray resources in $RAY_RESOURCES
+# (JSON; the Serve config places each deployment by them). The Ray token comes from RAY_AUTH_MODE and
+# RAY_AUTH_TOKEN_PATH (a compose secret), the Ray settings from the image's ENV.
 set -eu
 role="${1:-head}"
+resources="${RAY_RESOURCES:-{\}}"
 case "$role" in
   head)
     ray start --head --port=6379 --dashboard-host=127.0.0.1 --metrics-export-port=8080 \
-      --num-gpus="${RAY_NUM_GPUS:-0}" --disable-usage-stats
+      --num-gpus="${RAY_NUM_GPUS:-0}" --resources="$resources" --disable-usage-stats
     serve deploy "$SERVE_CONFIG"
     trap 'serve shutdown -y || true; ray stop; exit 0' TERM INT
     while ray status >/dev/null 2>&1; do sleep 10 & wait $!; done
     ;;
   worker)
     trap 'ray stop; exit 0' TERM INT
-    ray start --address="${RAY_HEAD_ADDRESS:?set RAY_HEAD_ADDRESS}" --metrics-export-port=8080 --disable-usage-stats
+    address="${RAY_HEAD_ADDRESS:?set RAY_HEAD_ADDRESS}"
+    # The head's health check waits for the whole app, which needs this worker: wait for its GCS only.
+    until ray health-check --address "$address" >/dev/null 2>&1; do
+      echo "waiting for the Ray head at $address"
+      sleep 5 & wait $!
+    done
+    ray start --address="$address" --metrics-export-port=8080 --resources="$resources" --disable-usage-stats
     while ray status >/dev/null 2>&1; do sleep 10 & wait $!; done
     ;;
   *)

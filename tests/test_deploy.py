@@ -1,149 +1,505 @@
-"""Offline validation of everything under deploy/ and docker-compose.yml (no cluster, no Docker engine)."""
+"""Offline validation of the Kubernetes deployment (deploy/k8s): rendered with `kubectl kustomize`, checked
+against the Kubernetes and KubeRay CRD schemas, and against the rules the KubeRay operator's code relies on.
 
+The CRD schema allows fields the controller never reads and knows nothing of its behaviour, so each rule
+below names the KubeRay source it comes from (ray-project/kuberay, ray-operator/controllers/ray/, the CRD
+version of tests/data/ray.io_rayservices.yaml.gz). Compose and the image: test_deploy_compose.py;
+Prometheus and Grafana: test_deploy_observability.py.
+"""
+
+from __future__ import annotations
+
+import functools
 import gzip
+import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
-from service.serve_config import RAY_SYSTEM_CONFIG
+from service.ray_env import RAY_ENV
 
 ROOT = Path(__file__).parent.parent
+PYPROJECT = (ROOT / "pyproject.toml").read_text()
 DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
 OVERLAYS = ["cpu", "gpu"]
 K8S_VERSION = "1.32.0"
+# utils/constant.go: the port names the operator looks up, with its defaults.
+KUBERAY_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
+# The Ray resource that keeps each deployment on its worker group (deploy/README.md, "Layout").
+GATEWAY_GROUP = "gateways"
+CLASSIFIER_GROUPS = {"classifiers", "gpu-classifiers"}
+
+Doc = dict[str, Any]
 
 
-def _kustomize(overlay: str) -> list[dict]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)], check=True, capture_output=True, text=True
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+@functools.lru_cache
+def _render(directory: str) -> tuple[str, ...]:
+    out = subprocess.run(["kubectl", "kustomize", directory], check=True, capture_output=True, text=True).stdout
+    return tuple(json.dumps(doc) for doc in yaml.safe_load_all(out) if doc)
 
 
-def _rayservice_schema() -> dict:
+def kustomize(directory: Path) -> list[Doc]:
+    """The rendered objects of a kustomization (fresh copies: tests may change them)."""
+    return [json.loads(doc) for doc in _render(str(directory))]
+
+
+def overlay(name: str) -> list[Doc]:
+    return kustomize(K8S / "overlays" / name)
+
+
+def rayservice(docs: list[Doc]) -> Doc:
+    (service,) = [d for d in docs if d["kind"] == "RayService"]
+    return service
+
+
+def one(docs: list[Doc], kind: str) -> Doc:
+    (doc,) = [d for d in docs if d["kind"] == kind]
+    return doc
+
+
+def groups(service: Doc) -> Iterator[tuple[str, Doc]]:
+    """(group name, group spec) for the head ("head") and every worker group."""
+    cluster = service["spec"]["rayClusterConfig"]
+    yield "head", cluster["headGroupSpec"]
+    for group in cluster["workerGroupSpecs"]:
+        yield group["groupName"], group
+
+
+def ray_container(group: Doc) -> Doc:
+    return group["template"]["spec"]["containers"][0]
+
+
+def serve_config(service: Doc) -> Doc:
+    return yaml.safe_load(service["spec"]["serveConfigV2"])
+
+
+@functools.lru_cache
+def rayservice_schema() -> Doc:
     with gzip.open(ROOT / "tests" / "data" / "ray.io_rayservices.yaml.gz", "rt") as f:
         crd = yaml.safe_load(f)
-    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return version["schema"]["openAPIV3Schema"]
+    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return v1["schema"]["openAPIV3Schema"]
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlay_renders_and_core_objects_validate(overlay):
-    docs = _kustomize(overlay)
-    kinds = sorted(d["kind"] for d in docs)
-    assert kinds == ["PersistentVolumeClaim", "PodMonitor", "RayService"]
-    for doc in docs:
-        if "." not in doc["apiVersion"].split("/")[0]:  # core API groups: validate against Kubernetes' schemas
-            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_rayservice_validates_against_the_kuberay_crd(overlay):
-    (service,) = [d for d in _kustomize(overlay) if d["kind"] == "RayService"]
-    jsonschema.validate(service, _rayservice_schema())
-    cluster = service["spec"]["rayClusterConfig"]
-    assert cluster["authOptions"]["mode"] == "token"
-    assert cluster["headGroupSpec"]["rayStartParams"]["dashboard-host"] == "127.0.0.1"
-    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
-    assert "nvidia.com/gpu" not in json.dumps(head["resources"])
-    for group in cluster["workerGroupSpecs"]:
-        container = group["template"]["spec"]["containers"][0]
-        assert container["readinessProbe"]["httpGet"]["path"] == "/-/healthz"
-        assert {"name": "metrics", "containerPort": 8080} in container["ports"]
-        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
-        gpus = container["resources"]["limits"].get("nvidia.com/gpu")
-        assert (gpus == "1") == (overlay == "gpu")
-
-
-def test_a_broken_rayservice_is_rejected_by_the_schema():
-    (service,) = [d for d in _kustomize("gpu") if d["kind"] == "RayService"]
-    service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "eight"
-    with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(service, _rayservice_schema())
-
-
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_embedded_serve_config_matches_the_checked_in_one(overlay):
-    from ray.serve.schema import ServeDeploySchema
-
-    (service,) = [d for d in _kustomize(overlay) if d["kind"] == "RayService"]
-    embedded = yaml.safe_load(service["spec"]["serveConfigV2"])
-    assert embedded == yaml.safe_load((DEPLOY / "serve" / f"{overlay}.yaml").read_text())
-    ServeDeploySchema.model_validate(embedded)
-    assert embedded["applications"][0]["args"]["weights_policy"] == "required"
-
-
-def test_compose_file_parses_and_references_files_that_exist():
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"ray-head", "ray-gpu-worker", "prometheus", "grafana", "locust"} <= set(services)
-    assert services["locust"]["profiles"] == ["loadtest"]
-    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    for name, svc in services.items():
-        target = svc.get("build", {}).get("target")
-        assert target is None or f" AS {target}\n" in dockerfile, f"{name} builds missing target {target}"
-    gpu = services["ray-gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
-    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
-    build = services["ray-head"]["build"]
-    assert (ROOT / build["context"] / build["dockerfile"]).is_file()
-    for name, svc in services.items():
-        for port in svc.get("ports", []):
-            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
-        for volume in svc.get("volumes", []):
-            source = volume.split(":")[0]
-            if source.startswith("./") and source not in ("./checkpoints", "./loadtest"):
-                assert (ROOT / source).exists(), f"{name} mounts missing {source}"
-    assert not any("6379" in p or "8265" in p for s in services.values() for p in s.get("ports", []))
-    head_env = services["ray-head"]["environment"]
-    assert head_env["RAY_AUTH_MODE"] == "token" and head_env["SERVE_CONFIG"].startswith("/app/serve/")
-
-
-def test_dockerfile_is_multi_stage_non_root_pinned_with_healthcheck():
-    text = (DEPLOY / "Dockerfile").read_text()
-    assert re.search(r"FROM python:\S+ AS base-cpu", text) and re.search(r"FROM nvidia/cuda:\S+ AS base-gpu", text)
-    assert "FROM base-${TARGET} AS runtime" in text and "USER hornet" in text and "HEALTHCHECK" in text
-    assert re.findall(r"^FROM .* AS (\S+)$", text, re.M)[-1] == "runtime", "runtime must stay the default target"
-    assert "torch==2.13.0" in text and "-c deploy/constraints.txt" in text
-    assert not re.search(r"(?i)(token|password|secret)\s*=", text)
-    for line in (DEPLOY / "constraints.txt").read_text().splitlines():
-        assert line.startswith("#") or re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][\w.]*", line), line
-    ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".git", ".venv", "*.pth"} <= set(ignored)
-
-
-def test_image_gives_ray_start_the_system_config_hornet_serve_uses():
-    text = (DEPLOY / "Dockerfile").read_text()
-    for name, value in RAY_SYSTEM_CONFIG.items():
-        assert f"RAY_{name}={value} " in text, f"the image does not set RAY_{name}={value}"
-
-
-@pytest.mark.parametrize(("check", "path"), [("config", "prometheus.yml"), ("rules", "alerts.yml")])
-def test_promtool_accepts_the_prometheus_files(check, path):
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is not installed: `make test` installs Debian's prometheus"
-    result = subprocess.run(
-        [promtool, "check", check, str(DEPLOY / "prometheus" / path)], capture_output=True, text=True
+def with_components(tmp_path: Path, base: str, components: list[str]) -> list[Doc]:
+    """Render an overlay plus components the way a user's own kustomization would (relative paths only)."""
+    rel = os.path.relpath(K8S, tmp_path)
+    (tmp_path / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "resources": [f"{rel}/overlays/{base}"],
+                "components": [f"{rel}/components/{c}" for c in components],
+            }
+        )
     )
-    assert result.returncode == 0, result.stdout + result.stderr
+    return kustomize(tmp_path)
+
+
+def ray_resources(group: Doc) -> dict[str, float]:
+    """The Ray resources a worker of this group offers, as KubeRay's common/pod.go generateRayStartCommand
+    computes them: num-cpus from the container's CPU limit, else its request; num-gpus from nvidia.com/gpu;
+    custom ones from the quoted JSON of rayStartParams.resources (getResourcesMap trims the quotes)."""
+    params = group["rayStartParams"]
+    limits = ray_container(group)["resources"].get("limits", {})
+    requests = ray_container(group)["resources"].get("requests", {})
+    cpus = params.get("num-cpus", limits.get("cpu", requests.get("cpu", "0")))
+    offered = {"CPU": float(cpus[:-1]) / 1000 if str(cpus).endswith("m") else float(cpus)}
+    offered["GPU"] = float(params.get("num-gpus", limits.get("nvidia.com/gpu", 0)))
+    offered.update(json.loads(params.get("resources", "{}").strip("'\"` ")))
+    return offered
 
 
 def dashboard_metric_names() -> set[str]:
+    """Every ray_* metric the Grafana dashboard queries (the live-service test checks they are exported)."""
     dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "hornet.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     assert exprs
     return {name for e in exprs for name in re.findall(r"\bray_[a-z_]+", e)}
 
 
-def test_grafana_dashboard_parses_and_is_provisioned():
-    assert dashboard_metric_names()
-    provider = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "dashboards" / "hornet.yml").read_text())
-    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
-    datasource = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
-    assert datasource["datasources"][0]["uid"] == "prometheus"
+# ---- rendering and schemas ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_overlay_renders_and_core_objects_validate(name):
+    docs = overlay(name)
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "ConfigMap", "PodMonitor", "PrometheusRule", "RayService"]
+    for doc in docs:
+        if "." not in doc["apiVersion"].split("/")[0]:  # core API groups: validate against Kubernetes' schemas
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_rayservice_validates_against_the_kuberay_crd(name):
+    service = rayservice(overlay(name))
+    jsonschema.validate(service, rayservice_schema())
+    assert service["spec"]["rayClusterConfig"]["authOptions"]["mode"] == "token"
+
+
+def test_a_broken_rayservice_is_rejected_by_the_schema():
+    service = rayservice(overlay("gpu"))
+    service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "eight"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(service, rayservice_schema())
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_embedded_serve_config_matches_the_checked_in_one(name):
+    from ray.serve.schema import ServeDeploySchema
+
+    embedded = serve_config(rayservice(overlay(name)))
+    assert embedded == yaml.safe_load((DEPLOY / "serve" / f"{name}.yaml").read_text())
+    ServeDeploySchema.model_validate(embedded)
+    assert embedded["applications"][0]["args"]["weights_policy"] == "required"
+
+
+# ---- KubeRay rules -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_no_ray_container_sets_probes_so_kuberay_injects_its_own(name):
+    """rayservice_controller.go reconcileServe submits serveConfigV2 only once the head Pod is Ready (the
+    check before FetchHeadServiceURL), and no Serve proxy listens before that: a Serve readiness probe on
+    the head deadlocks. common/pod.go initLivenessAndReadinessProbe injects probes only where none is set,
+    gives the head none for Serve (KubeRay PR 1808) and gives RayService workers the Serve proxy check
+    with utils/constant.go ServeReadinessProbeFailureThreshold (1): own probes would replace all of that."""
+    for group_name, group in groups(rayservice(overlay(name))):
+        container = ray_container(group)
+        assert "readinessProbe" not in container and "livenessProbe" not in container, group_name
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_dashboard_is_reachable_through_the_head_service(name):
+    """rayservice_controller.go reconcileServe calls the dashboard at FetchHeadServiceURL(...,
+    DashboardPortName), from the operator's Pod: common/pod.go setMissingRayStartParams defaults
+    dashboard-host to 0.0.0.0 because localhost is unreachable from outside the head Pod."""
+    service = rayservice(overlay(name))
+    params = service["spec"]["rayClusterConfig"]["headGroupSpec"]["rayStartParams"]
+    assert params.get("dashboard-host", "0.0.0.0") == "0.0.0.0"
+    assert "127.0.0.1" not in json.dumps(service["spec"]["rayClusterConfig"])
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_head_lists_every_port_the_operator_looks_up(name):
+    """common/service.go getServicePorts builds the head Service from the head container's ports when any
+    is listed (getPortsFromCluster), else from getDefaultPorts; utils.FetchHeadServiceURL finds the
+    dashboard by the port name `dashboard`, BuildServeService needs `serve`. Names and numbers: the
+    constants of utils/constant.go, which must also be what `ray start` and the Serve config use."""
+    service = rayservice(overlay(name))
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]
+    ports = {p["name"]: p["containerPort"] for p in ray_container(head)["ports"]}
+    assert ports == KUBERAY_PORTS
+    params = head["rayStartParams"]
+    assert int(params.get("port", 6379)) == ports["gcs-server"]
+    assert int(params.get("dashboard-port", 8265)) == ports["dashboard"]
+    assert int(params.get("ray-client-server-port", 10001)) == ports["client"]
+    assert int(params["metrics-export-port"]) == ports["metrics"]
+    assert serve_config(service)["http_options"]["port"] == ports["serve"]
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_workers_name_their_serve_and_metrics_ports(name):
+    """common/pod.go initLivenessAndReadinessProbe probes a RayService worker's Serve proxy on the port
+    named `serve` (FindContainerPort, default 8000); DefaultWorkerPodTemplate adds `metrics` at 8080 when
+    missing, so a listed one must match the worker's metrics-export-port."""
+    service = rayservice(overlay(name))
+    http_port = serve_config(service)["http_options"]["port"]
+    for group_name, group in list(groups(service))[1:]:
+        ports = {p["name"]: p["containerPort"] for p in ray_container(group)["ports"]}
+        assert ports == {"serve": http_port, "metrics": int(group["rayStartParams"]["metrics-export-port"])}, group_name
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_pods_keep_the_labels_kuberay_selects_them_by(name):
+    """utils/constant.go RayContainerIndex: the Ray container is the first one. common/pod.go labelPod lets
+    template labels override app.kubernetes.io/name and app.kubernetes.io/created-by, and common/service.go
+    HeadServiceLabels selects the head Pod by them (kuberay, kuberay-operator): overriding them leaves the
+    head Service without endpoints."""
+    for group_name, group in groups(rayservice(overlay(name))):
+        labels = group["template"].get("metadata", {}).get("labels", {})
+        assert not {"app.kubernetes.io/name", "app.kubernetes.io/created-by"} & set(labels), group_name
+        assert not any(k.startswith("ray.io/") for k in labels), group_name
+        expected = "ray-head" if group_name == "head" else "ray-worker"
+        assert ray_container(group)["name"] == expected
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_rayversion_is_the_pinned_ray(name):
+    """utils/validation.go ValidateRayClusterSpec: token authentication needs rayVersion >= 2.52.0; the
+    KubeRay samples (ray-service.sample.yaml): rayVersion "should match the Ray version in the image"."""
+    ray_version = rayservice(overlay(name))["spec"]["rayClusterConfig"]["rayVersion"]
+    assert f'"ray[serve]=={ray_version}"' in PYPROJECT
+    assert f"ray=={ray_version}" in (DEPLOY / "constraints.txt").read_text().split()
+    assert version("ray") == ray_version
+    assert tuple(int(x) for x in ray_version.split(".")) >= (2, 52, 0)
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_images_come_from_a_registry_and_carry_rayversion(name):
+    """The image's Ray must be rayVersion (see above): the image installs deploy/constraints.txt, and its tag
+    names that Ray version; the GPU group runs the CUDA image, every other pod the CPU one."""
+    service = rayservice(overlay(name))
+    ray_version = service["spec"]["rayClusterConfig"]["rayVersion"]
+    pyproject_version = re.search(r'^version = "(.+)"$', PYPROJECT, re.M).group(1)
+    for group_name, group in groups(service):
+        target = "gpu" if "nvidia.com/gpu" in ray_container(group)["resources"].get("limits", {}) else "cpu"
+        images = [
+            c["image"] for key in ("initContainers", "containers") for c in group["template"]["spec"].get(key, [])
+        ]
+        for image in images:
+            registry, _, rest = image.partition("/")
+            assert "." in registry and rest, f"{group_name}: {image} names no registry"
+            assert image.endswith(f":{pyproject_version}-ray{ray_version}-{target}"), f"{group_name}: {image}"
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_spec_passes_the_operators_validation(name):
+    """utils/validation.go: ValidateRayServiceMetadata (a DNS-1035 name of at most 47 characters),
+    validateRayGroupResources (no top-level `resources` next to rayStartParams num-cpus/num-gpus/resources),
+    validateRayGroupLabels (no rayStartParams labels), ValidateRayServiceSpec (upgrade type)."""
+    service = rayservice(overlay(name))
+    assert re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", service["metadata"]["name"])
+    assert len(service["metadata"]["name"]) <= 47
+    assert service["spec"]["upgradeStrategy"]["type"] in ("NewCluster", "NewClusterWithIncrementalUpgrade", "None")
+    for group_name, group in groups(service):
+        assert "resources" not in group and "labels" not in group["rayStartParams"], group_name
+        assert "redis-password" not in group["rayStartParams"], group_name
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_every_ray_container_runs_with_ray_env(name):
+    """service/ray_env.py RAY_ENV is what every Ray process runs with (HAProxy ingress, throughput mode,
+    worker niceness, inline object size, no usage stats): head and every worker group, exactly."""
+    for group_name, group in groups(rayservice(overlay(name))):
+        env = {e["name"]: e["value"] for e in ray_container(group).get("env", []) if e["name"].startswith("RAY_")}
+        assert env == RAY_ENV, group_name
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_head_is_control_plane_only(name):
+    """num-cpus 0 keeps replicas and tasks off the head (KubeRay's samples: "to avoid any Ray actors or
+    tasks being scheduled on the Ray head Pod"); excludeHeadPodFromServeSvc keeps it out of the Serve
+    Service (rayservice_controller.go updateHeadPodServeLabel); it mounts nothing."""
+    service = rayservice(overlay(name))
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert head["rayStartParams"]["num-cpus"] == "0" and head["rayStartParams"]["num-gpus"] == "0"
+    assert ray_resources(head)["CPU"] == 0 and "nvidia.com/gpu" not in json.dumps(ray_container(head)["resources"])
+    assert "volumeMounts" not in ray_container(head) and "volumes" not in head["template"]["spec"]
+    assert service["spec"]["excludeHeadPodFromServeSvc"] is True
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_autoscaling_and_upgrade_strategy(name):
+    """rayservice_controller.go isZeroDowntimeUpgradeEnabled: upgradeStrategy.type NewCluster starts a new
+    cluster for a rayClusterConfig change (headroom: deploy/README.md). The in-tree autoscaler (common/pod.go
+    BuildAutoscalerContainer, merged with autoscalerOptions) scales each group within min..max."""
+    service = rayservice(overlay(name))
+    cluster = service["spec"]["rayClusterConfig"]
+    assert service["spec"]["upgradeStrategy"] == {"type": "NewCluster"}
+    assert cluster["enableInTreeAutoscaling"] is True
+    options = cluster["autoscalerOptions"]
+    assert options["idleTimeoutSeconds"] > 0 and options["resources"]["limits"]["memory"]
+    for group in cluster["workerGroupSpecs"]:
+        assert 1 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group["groupName"]
+
+
+def test_gpu_overlay_keeps_gateways_off_gpu_nodes():
+    """Scaling gateways never adds a GPU node: only the classifier group asks Kubernetes for GPUs (one a
+    pod, on the GPU type its nodeSelector names, tolerating the GPU taint) and offers GPUs to Ray."""
+    service = rayservice(overlay("gpu"))
+    by_name = dict(groups(service))
+    assert set(by_name) == {"head", GATEWAY_GROUP, "gpu-classifiers"}
+    gpu_group = by_name["gpu-classifiers"]
+    assert ray_container(gpu_group)["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert ray_resources(gpu_group)["GPU"] == 1
+    spec = gpu_group["template"]["spec"]
+    assert spec["nodeSelector"]["nvidia.com/gpu.product"]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    for group_name in ("head", GATEWAY_GROUP):
+        assert "nvidia.com/gpu" not in json.dumps(by_name[group_name]), group_name
+        assert ray_resources(by_name[group_name])["GPU"] == 0
+
+
+def _deployments(application: Doc) -> dict[str, Doc]:
+    """Each deployment's ray_actor_options, as the Serve config's `deployments:` entries give them to Serve
+    (which applies them over the code's defaults): every classifier, named by its model, and the Gateway."""
+    options = {d["name"]: d.get("ray_actor_options", {}) for d in application.get("deployments", [])}
+    assert set(options) == {*application["args"]["models"], "Gateway"}, "a deployment has no entry"
+    return options
+
+
+def _placeable_on(actor: Doc, offered: dict[str, float]) -> bool:
+    wanted = {"CPU": actor.get("num_cpus", 0), "GPU": actor.get("num_gpus", 0), **actor.get("resources", {})}
+    return all(offered.get(name, 0) >= amount for name, amount in wanted.items())
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_each_deployment_fits_only_on_its_own_worker_group(name):
+    """The serveConfigV2's deployments ask for a custom Ray resource that only their group offers
+    (rayStartParams.resources, passed to `ray start` by common/pod.go generateRayStartCommand), and each
+    replica fits on one pod of it: Gateway replicas on the gateway group, classifiers on the classifier
+    group. A replica that fits nowhere stays pending forever; one that fits anywhere lands anywhere."""
+    service = rayservice(overlay(name))
+    offered = {group_name: ray_resources(group) for group_name, group in groups(service)}
+    for deployment, actor in _deployments(serve_config(service)["applications"][0]).items():
+        expected = {GATEWAY_GROUP} if deployment == "Gateway" else CLASSIFIER_GROUPS & set(offered)
+        custom = set(actor.get("resources", {}))
+        assert custom, f"{deployment} asks for no custom resource: it can land on any group"
+        for resource in custom:
+            offering = {group_name for group_name, resources in offered.items() if resource in resources}
+            assert offering and offering <= expected, f"{deployment}: {resource} is offered by {offering}"
+        fits = {group_name for group_name, resources in offered.items() if _placeable_on(actor, resources)}
+        assert fits == expected, f"{deployment} asks {actor}, fits on {fits or 'no group'}"
+
+
+# ---- checkpoints ---------------------------------------------------------------------------------------
+
+
+def _fetch_command(name: str) -> tuple[list[str], Doc]:
+    (classifiers,) = [g for n, g in groups(rayservice(overlay(name))) if n in CLASSIFIER_GROUPS]
+    (init,) = classifiers["template"]["spec"]["initContainers"]
+    return init["command"], {e["name"]: e["value"] for e in init["env"]}
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_classifiers_get_every_enabled_models_checkpoint(name):
+    """The init container fills the classifier pods' emptyDir with the published file of every enabled
+    model (names as model.get_variant(id).checkpoint_filename: the loader finds and verifies them by name),
+    into the directory the Serve config's checkpoint_dir names, mounted read-only by the Ray container."""
+    import model
+
+    docs = overlay(name)
+    service = rayservice(docs)
+    args = serve_config(service)["applications"][0]["args"]
+    (classifiers,) = [g for n, g in groups(service) if n in CLASSIFIER_GROUPS]
+    spec = classifiers["template"]["spec"]
+    _, env = _fetch_command(name)
+    (urls_map,) = [v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v]
+    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == urls_map]
+    urls = [u for u in config_map["data"][Path(env["CHECKPOINT_URLS"]).name].split() if u.startswith("http")]
+    assert sorted(Path(u).name for u in urls) == sorted(
+        model.get_variant(m).checkpoint_filename for m in args["models"]
+    )
+    assert env["CHECKPOINT_DIR"] == args["checkpoint_dir"]
+    assert {"name": "checkpoints", "mountPath": args["checkpoint_dir"], "readOnly": True} in ray_container(classifiers)[
+        "volumeMounts"
+    ]
+    assert [v for v in spec["volumes"] if v["name"] == "checkpoints"][0]["emptyDir"]
+
+
+def test_init_container_fetches_and_verifies_checkpoints(http_dir, tmp_path):
+    """The init container's own command, run here against a local HTTP server: a file whose sha256 matches
+    the prefix in its name lands in the checkpoint directory; one that does not fails the container."""
+    command, env = _fetch_command("gpu")
+    assert command[0] == "python"
+    www, base_url = http_dir
+    good = b"a checkpoint"
+    good_name = f"hornet-test-{hashlib.sha256(good).hexdigest()[:8]}.pth"
+    (www / good_name).write_bytes(good)
+    (www / "hornet-bad-00000000.pth").write_bytes(b"tampered")
+    urls, target = tmp_path / "urls", tmp_path / "models"
+
+    def fetch(*names: str) -> subprocess.CompletedProcess[str]:
+        urls.write_text("# comment\n\n" + "".join(f"{base_url}{n}\n" for n in names))
+        run_env = {**os.environ, **env, "CHECKPOINT_URLS": str(urls), "CHECKPOINT_DIR": str(target)}
+        return subprocess.run([sys.executable, *command[1:]], env=run_env, capture_output=True, text=True, timeout=120)
+
+    ok = fetch(good_name)
+    assert ok.returncode == 0, ok.stderr
+    assert (target / good_name).read_bytes() == good
+    bad = fetch("hornet-bad-00000000.pth")
+    assert bad.returncode != 0 and "hash" in bad.stderr.lower()
+
+
+# ---- components ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_gcs_fault_tolerance_component(name, tmp_path):
+    """GCS FT with an external Redis whose password comes from a Secret. utils/validation.go
+    ValidateRayClusterSpec: with gcsFaultToleranceOptions, no ray.io/ft-enabled annotation, no redis-password
+    in rayStartParams, no REDIS_PASSWORD or RAY_REDIS_ADDRESS in the head container, no
+    ray.io/external-storage-namespace annotation. common/pod.go configureRedisFT: without
+    externalStorageNamespace each RayCluster uses its own UID, so the new cluster of an upgrade never
+    reads the old one's state."""
+    service = rayservice(with_components(tmp_path, name, ["gcs-ft"]))
+    jsonschema.validate(service, rayservice_schema())
+    options = service["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
+    assert options["redisAddress"]
+    assert set(options["redisPassword"]) == {"valueFrom"}
+    assert set(options["redisPassword"]["valueFrom"]["secretKeyRef"]) == {"name", "key"}
+    assert "externalStorageNamespace" not in options
+    annotations = service["metadata"].get("annotations", {})
+    assert not {"ray.io/ft-enabled", "ray.io/external-storage-namespace"} & set(annotations)
+    head = service["spec"]["rayClusterConfig"]["headGroupSpec"]
+    assert "redis-password" not in head["rayStartParams"]
+    assert not {"REDIS_PASSWORD", "RAY_REDIS_ADDRESS"} & {e["name"] for e in ray_container(head)["env"]}
+
+
+def test_checkpoints_pvc_component_mounts_a_shared_claim(tmp_path):
+    """The optional PVC: ReadWriteMany (every classifier pod on any node mounts it) with an explicit storage
+    class, mounted read-only, and no download init container."""
+    docs = with_components(tmp_path, "gpu", ["checkpoints-pvc"])
+    claim = one(docs, "PersistentVolumeClaim")
+    kubernetes_validate.validate(claim, K8S_VERSION, strict=True)
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"]
+    service = rayservice(docs)
+    jsonschema.validate(service, rayservice_schema())
+    spec = dict(groups(service))["gpu-classifiers"]["template"]["spec"]
+    assert "initContainers" not in spec
+    volume = {
+        "name": "checkpoints",
+        "persistentVolumeClaim": {"claimName": claim["metadata"]["name"], "readOnly": True},
+    }
+    assert spec["volumes"] == [volume]
+
+
+# ---- kind end-to-end script ----------------------------------------------------------------------------
+
+E2E = K8S / "e2e.sh"
+
+
+@pytest.mark.parametrize("check", [["bash", "-n"], ["shellcheck"]])
+def test_e2e_script_passes_bash_n_and_shellcheck(check):
+    assert shutil.which(check[0]), f"{check[0]} is not installed: `make test` installs Debian's shellcheck"
+    result = subprocess.run([*check, str(E2E)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_e2e_pins_kuberay_and_renders_the_cpu_overlay_with_random_weights():
+    """The kustomization e2e.sh writes, rendered as the script renders it (a directory inside deploy/k8s):
+    the cpu overlay with random weights, no checkpoint download and no Prometheus Operator objects."""
+    script = E2E.read_text()
+    assert re.search(r'^KUBERAY_VERSION="\$\{KUBERAY_VERSION:-\d+\.\d+\.\d+\}"', script, re.M)
+    assert 'helm install kuberay-operator kuberay/kuberay-operator --version "$KUBERAY_VERSION"' in script
+    kustomization = re.search(r"<<'EOF'\n(.*?)\nEOF\n", script, re.S).group(1)
+    work = Path(tempfile.mkdtemp(prefix=".e2e.", dir=K8S))
+    try:
+        serve_patch = (K8S / "overlays" / "cpu" / "serve-config.yaml").read_text()
+        (work / "serve-config.yaml").write_text(
+            serve_patch.replace("weights_policy: required", "weights_policy: random")
+        )
+        (work / "kustomization.yaml").write_text(kustomization)
+        docs = kustomize(work)
+    finally:
+        shutil.rmtree(work)
+    assert {d["kind"] for d in docs} == {"ConfigMap", "RayService"}
+    service = rayservice(docs)
+    jsonschema.validate(service, rayservice_schema())
+    assert serve_config(service)["applications"][0]["args"]["weights_policy"] == "random"
+    urls = [d for d in docs if d["metadata"]["name"] == "hornet-checkpoint-urls"]
+    assert urls[0]["data"] == {"checkpoint-urls": ""}
