@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> dict:
                 row = {"upload": kind, **summarize(c, load)}
                 row["cpu_ms_per_request"] = {role: s / max(1, row["requests"]) * 1e3 for role, s in spent.items()}
                 rows.append(row)
+                args.json.write_text(
+                    json.dumps({"mode": args.mode, "rows": rows}, indent=2)
+                )  # kept if a later step fails
                 print(f"  {args.mode}: {kind} c={c} {row['images_per_s']:.1f} images/s, p50 {row['p50_ms']:.0f} ms",
                       flush=True)  # fmt: skip
         from loadtest.serve_floor import measure_floor_ms

@@ -7,7 +7,9 @@ is the part of the service's overhead that no change inside hornet-serve can rem
 
 import asyncio
 import statistics
+import time
 
+import httpx
 import numpy as np
 from fastapi import FastAPI, Request
 from ray import serve
@@ -39,11 +41,26 @@ class Ingress:
         return {"bytes": len(body), "rows": rows}
 
 
+def _wait_for_route(url: str, timeout_s: float = 60) -> None:
+    """Until the ingress routes the new app (HAProxy reloads its config when an app is added)."""
+    deadline = time.time() + timeout_s
+    while True:
+        try:
+            if httpx.post(url, content=b"x", timeout=10).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.time() > deadline:
+            raise RuntimeError(f"{url} was never routed")
+        time.sleep(0.5)
+
+
 def measure_floor_ms(port: int, body: bytes, seconds: float) -> float:
     """p50 latency (ms) of the empty pipeline at concurrency 1, on the Serve instance already running."""
     serve.run(Ingress.bind(Echo.bind()), name=APP_NAME, route_prefix=ROUTE)
     try:
         url = f"http://127.0.0.1:{port}{ROUTE}/"
+        _wait_for_route(url)
         asyncio.run(closed_loop(url, [body], 1, 1.0))  # warm-up
         load = asyncio.run(closed_loop(url, [body], 1, seconds))
         if load.errors:

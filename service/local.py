@@ -18,10 +18,15 @@ from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
 from service.serve_config import serve_config
 
 
+def ray_environment() -> dict[str, str]:
+    """RAY_ENV plus what depends on this install: the proxy middleware and the haproxy wrapper."""
+    return {**RAY_ENV, CALLBACK_ENV: CALLBACK_PATH, HAPROXY_BINARY_ENV: haproxy_wrapper()}
+
+
 def apply_ray_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """Put the project's Ray environment into this process before Ray starts: the raylet, Serve's
     controller, its proxies and every replica inherit it. A variable already set by the user wins."""
-    env = {**RAY_ENV, CALLBACK_ENV: CALLBACK_PATH, HAPROXY_BINARY_ENV: haproxy_wrapper(), **(overrides or {})}
+    env = {**ray_environment(), **(overrides or {})}
     for name, value in env.items():
         os.environ.setdefault(name, value)
     return {name: os.environ[name] for name in env}

@@ -93,7 +93,12 @@ def serve_actors(marker: str = "") -> set[str]:
 def service():
     http_port, metrics_port = free_port(), free_port()
     settings = Settings.model_validate({**TEST_SETTINGS, "port": http_port, "metrics_export_port": metrics_port})
-    with local_service(settings, num_cpus=4, metrics_report_interval_ms=1000) as base_url:
+    # HAProxy's stats and metrics ports are fixed by default: a machine running `make serve` too would clash.
+    haproxy_ports = {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+    with local_service(settings, num_cpus=4, metrics_report_interval_ms=1000, ray_env=haproxy_ports) as base_url:
         svc = Service(settings, base_url, f"http://127.0.0.1:{metrics_port}/metrics", metrics_port)
         deadline = time.time() + 60
         while svc.client.get("/readyz").status_code != 200:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from images import encode, photo
 from service.config import Settings
-from service.serve_config import render
+from service.local import ray_environment
+from service.serve_config import serve_config
 
 from .conftest import free_port
 
@@ -57,16 +59,19 @@ def test_replica_on_a_second_ray_node_serves_requests(tmp_path):
     token = secrets.token_hex(32)
     temp_dir = tempfile.mkdtemp(prefix="hornet-ray-", dir="/tmp")  # short: Ray puts unix sockets in it
     env = {
-        **os.environ, "RAY_ADDRESS": "", "RAY_USAGE_STATS_ENABLED": "0",
+        **os.environ, **ray_environment(), "RAY_ADDRESS": "",
         # Token authentication, as the deploy manifests run it: every node and CLI call must present it.
         "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+        # This cluster's HAProxy beside the test session's (the rest of RAY_ENV comes with os.environ).
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()), "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
     }  # fmt: skip
     settings = Settings.model_validate({
         "models": ["hornet-t"], "weights_policy": "random", "device": "cpu", "port": http,
         "classifier": {"cpu_threads": 1, "resources": {"second_node": 1}},
     })  # fmt: skip
     config = tmp_path / "serve.yaml"
-    config.write_text(render(settings, "test"))
+    # Both "nodes" share one host, so only one of them can hold the HTTP port: the head's ingress.
+    config.write_text(yaml.safe_dump({**serve_config(settings), "proxy_location": "HeadOnly"}))
     head = [
         "ray", "start", "--head", f"--port={gcs}", "--num-cpus=2", f"--dashboard-port={dashboard}",
         "--dashboard-host=127.0.0.1", f"--metrics-export-port={free_port()}", "--disable-usage-stats",

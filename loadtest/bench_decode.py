@@ -1,0 +1,85 @@
+"""Decode + resize cost per image for the corpus photo sizes: Pillow (the gateway's decoder), exact and with
+JPEG draft (libjpeg-turbo's DCT scaling), against libjpeg-turbo called directly through simplejpeg.
+
+    python -m loadtest.bench_decode --sizes 1024x768,2048x1536,4000x3000
+
+Every path ends in the same `model.resize` (SPEC's bicubic recipe) for hornet-t; the table gives ms per
+image on one thread and the PSNR of each path's model input against Pillow's exact decode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+from collections.abc import Callable
+
+import numpy as np
+from PIL import Image
+
+from loadtest.corpus import encode, photo
+from model import decode, get_variant, resize
+from model.preprocess import draft_size
+
+
+def _simplejpeg(data: bytes, min_side: int | None) -> Image.Image:
+    import simplejpeg
+
+    if min_side is None:
+        return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB"))
+    width, height = simplejpeg.decode_jpeg_header(data)[:2]
+    # The smallest DCT scale (n/8) that keeps the short side at or above min_side, as Pillow's draft does.
+    scale = next((n for n in (1, 2, 4) if min(width, height) * n / 8 >= min_side), 8)
+    return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=8 / scale))
+
+
+def _ms_per_image(fn: Callable[[], object], seconds: float) -> float:
+    fn()
+    runs, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds or runs < 3:
+        fn()
+        runs += 1
+    return elapsed / runs * 1e3
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(float) - b.astype(float)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="hornet-t")
+    p.add_argument("--sizes", default="1024x768,2048x1536,4000x3000")
+    p.add_argument("--seconds", type=float, default=2.0)
+    args = p.parse_args(argv)
+    recipe = get_variant(args.model).preprocessing
+    min_side = draft_size(recipe)
+    paths: dict[str, Callable[[bytes], Image.Image]] = {
+        "Pillow exact": lambda d: decode(d, max_pixels=10**9),
+        "Pillow draft": lambda d: decode(d, max_pixels=10**9, draft_size=min_side),
+        "simplejpeg exact": lambda d: _simplejpeg(d, None),
+        "simplejpeg scaled": lambda d: _simplejpeg(d, min_side),
+    }
+    print(f"decode + resize to {recipe.input_size}px ({args.model}), one thread, ms per image (PSNR vs Pillow exact)")
+    print(f"{'size':>10} {'KB':>6}" + "".join(f"{name:>24}" for name in paths))
+    rows = []
+    for size in args.sizes.split(","):
+        width, height = (int(v) for v in size.split("x"))
+        data = encode(photo(width, height, seed=3), "JPEG", quality=90)
+        Image.open(io.BytesIO(data)).verify()
+        reference = resize(paths["Pillow exact"](data), recipe)
+        row = {"size": size, "kb": len(data) / 1e3}
+        cells = []
+        for name, path in paths.items():
+            ms = _ms_per_image(lambda path=path, data=data: resize(path(data), recipe), args.seconds)
+            psnr = _psnr(resize(path(data), recipe), reference)
+            row[name] = {"ms": ms, "psnr_db": psnr}
+            cells.append(f"{ms:>9.1f} ms ({psnr:>5.1f} dB)")
+        print(f"{size:>10} {row['kb']:>6.0f}" + "".join(f"{c:>24}" for c in cells), flush=True)
+        rows.append(row)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
