@@ -38,14 +38,18 @@ def test_batch_results_do_not_depend_on_batch_neighbours(golden_model, golden_pi
     assert torch.allclose(predictor.logits(batch)[1], alone, atol=1e-4)
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "auto"])
 def test_reduced_precision_keeps_the_fp32_top1(golden_model, golden_pixels, precision, record_property):
     recipe = model.get_variant("hornet-t").preprocessing
     fp32_idx, _ = model.BatchPredictor(golden_model, recipe).predict(golden_pixels)
-    idx, scores = model.BatchPredictor(golden_model, recipe, precision=precision).predict(golden_pixels)
+    predictor = model.BatchPredictor(golden_model, recipe, precision=precision)
+    assert predictor.precision == model.resolve_precision(precision, "cpu") != "auto"
+    idx, scores = predictor.predict(golden_pixels)
     agreement = len(set(idx[0].tolist()) & set(fp32_idx[0].tolist())) / 5
     record_property(f"top5_agreement_{precision}", agreement)
-    print(f"{precision}: top-1 {idx[0, 0]} (fp32 {fp32_idx[0, 0]}), top-5 agreement {agreement:.0%}")
+    print(
+        f"{precision} ({predictor.precision}): top-1 {idx[0, 0]} (fp32 {fp32_idx[0, 0]}), top-5 agreement {agreement:.0%}"
+    )
     assert idx[0, 0] == fp32_idx[0, 0]
     assert agreement >= 0.6 and np.isfinite(scores).all()
 
@@ -84,3 +88,43 @@ def test_warmup_runs_every_batch_size():
     predictor.warmup([1, 4])
     hook.remove()
     assert calls == [1, 4]
+
+
+def _proc_cpuinfo_flags() -> set[str]:
+    with open("/proc/cpuinfo") as f:
+        return next((set(line.split(":", 1)[1].split()) for line in f if line.startswith("flags")), set())
+
+
+def test_auto_precision_on_this_cpu_follows_its_bf16_instructions():
+    flags = _proc_cpuinfo_flags()
+    expected = "bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32"
+    print(f"CPU bf16 flags: {sorted(flags & {'avx512_bf16', 'amx_bf16', 'amx_tile'})} -> auto = {expected}")
+    assert model.resolve_precision("auto", "cpu") == expected
+    assert torch.cpu._is_avx512_bf16_supported() == ("avx512_bf16" in flags)
+
+
+@pytest.mark.parametrize(
+    ("flags", "fast"),
+    [
+        ({"avx2", "avx512f"}, False),
+        ({"avx512f", "avx512_bf16"}, True),
+        ({"amx_tile", "amx_bf16"}, True),
+        (set(), False),
+    ],
+)
+def test_cpu_bf16_rule(flags, fast):
+    assert model.precision.cpu_has_fast_bf16(frozenset(flags)) is fast
+
+
+@pytest.mark.parametrize(("bf16_supported", "expected"), [(True, "bf16"), (False, "fp16")])
+def test_auto_precision_on_cuda_is_bf16_where_supported_else_fp16(monkeypatch, bf16_supported, expected):
+    # No GPU here: the capability query is the one thing stood in for (loadtest.gpu_check runs the real one).
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_supported)
+    assert model.resolve_precision("auto", "cuda") == expected
+
+
+def test_explicit_precisions_pass_through_and_unknown_ones_are_refused():
+    for precision in ("fp32", "bf16", "fp16"):
+        assert model.resolve_precision(precision, "cpu") == precision
+    with pytest.raises(ValueError, match="unknown precision"):
+        model.resolve_precision("int8", "cpu")
