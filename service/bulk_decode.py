@@ -1,0 +1,64 @@
+"""The bulk job's CPU stage: read each input's bytes, decode and resize them exactly as the gateway does.
+
+A file that cannot be used becomes a row with an error (type and message) and black pixels, never an exception:
+the job must not crash on one bad file, nor drop it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from model import ImageDecodeError, ImageTooLargeError, Preprocessing, decode, get_variant, resize
+from service.bulk_inputs import TooLarge, read_bytes
+from service.config import Limits
+
+# The gateway's error types (README, API errors) for the same causes, plus one for files that cannot be read.
+INVALID_IMAGE = "invalid_image"
+TOO_LARGE = "payload_too_large"
+UNREADABLE = "unreadable"
+
+
+class InputError(ValueError):
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.type = error_type
+
+
+def pixels_from_bytes(data: bytes, recipe: Preprocessing, limits: Limits) -> np.ndarray:
+    """The gateway's decode path (`Gateway._decode` and the upload checks) for one image: uint8 (S, S, 3)."""
+    if not data:
+        raise InputError(INVALID_IMAGE, "the image is empty (0 bytes)")
+    draft = (recipe.resize_short or recipe.input_size) if limits.jpeg_draft else None
+    try:
+        return resize(decode(data, max_pixels=limits.max_pixels, draft_size=draft), recipe)
+    except ImageTooLargeError as exc:
+        raise InputError(TOO_LARGE, str(exc)) from None
+    except ImageDecodeError as exc:
+        raise InputError(INVALID_IMAGE, str(exc)) from None
+
+
+def load_pixels(name: str, recipe: Preprocessing, limits: Limits) -> np.ndarray:
+    try:
+        data = read_bytes(name, limits.max_body_bytes)
+    except TooLarge as exc:
+        raise InputError(TOO_LARGE, str(exc)) from None
+    except OSError as exc:  # missing, a directory, no permission, a remote store refusing
+        raise InputError(UNREADABLE, f"cannot read {name}: {exc}") from None
+    return pixels_from_bytes(data, recipe, limits)
+
+
+def decode_batch(batch: dict[str, np.ndarray], *, model_id: str, limits: Limits) -> dict[str, np.ndarray]:
+    """Ray Data batch {path} -> {path, pixels, error_type, error}; "" means no error."""
+    recipe = get_variant(model_id).preprocessing
+    names = [str(n) for n in batch["path"]]
+    pixels = np.zeros((len(names), recipe.input_size, recipe.input_size, 3), dtype=np.uint8)
+    error_types, errors = [""] * len(names), [""] * len(names)
+    for i, name in enumerate(names):
+        try:
+            pixels[i] = load_pixels(name, recipe, limits)
+        except InputError as exc:
+            error_types[i], errors[i] = exc.type, str(exc)
+        except Exception as exc:  # the job outlives any surprise in one file; the row says what it was
+            error_types[i], errors[i] = INVALID_IMAGE, f"cannot decode image: {type(exc).__name__}: {exc}"
+    return {"path": np.array(names, dtype=object), "pixels": pixels,
+            "error_type": np.array(error_types, dtype=object), "error": np.array(errors, dtype=object)}  # fmt: skip

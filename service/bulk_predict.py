@@ -1,0 +1,66 @@
+"""The bulk job's model stage: a Ray Data actor holding one `BatchPredictor`, the same model, weights policy and
+labels as a classifier replica of the online service."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pyarrow as pa
+
+from model import BatchPredictor, create_model, get_variant, pick_device
+from model.labels import for_head
+from service.bulk_job import BulkJob
+from service.bulk_output import RESULT_SCHEMA
+from service.torch_lanes import TorchLanes
+from service.weights import choose_weights
+
+log = logging.getLogger(__name__)
+
+
+class BulkPredictor:
+    """Callable class for `Dataset.map_batches`: {path, pixels, error_type, error} -> result rows (RESULT_SCHEMA).
+    Rows that already carry an error skip the model and keep their error."""
+
+    def __init__(self, job: BulkJob) -> None:
+        self.job = job
+        # Load and every forward on one thread with all the actor's torch threads (see service/torch_lanes.py:
+        # a forward on another thread than the loader's would start a second OpenMP team).
+        self._lanes = TorchLanes(1, job.cpu_threads)
+        self._lanes.run_setup(self._load)
+
+    def _load(self) -> None:
+        job, cfg = self.job, self.job.settings.classifier_for(self.job.model_id)
+        weights = choose_weights(job.settings, job.model_id)
+        net = create_model(job.model_id, weights=weights.source)
+        device = pick_device(job.device)
+        self.predictor = BatchPredictor(net, get_variant(job.model_id).preprocessing, device, job.precision,
+                                        cfg.channels_last)  # fmt: skip
+        self.labels = for_head(net.num_classes, cfg.labels_file)
+        self.weights = "random-init" if weights.source is None else "checkpoint"
+        self.weights_source = weights.description
+        log.info("%s on %s, %s, weights: %s", job.model_id, device, job.precision, weights.description)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        n = len(batch["path"])
+        ok = np.array([not e for e in batch["error_type"]], dtype=bool)
+        indices = np.zeros((n, self.job.top_k), dtype=np.int64)
+        scores = np.zeros((n, self.job.top_k), dtype=np.float32)
+        if ok.any():
+            pixels = batch["pixels"][ok]
+            indices[ok], scores[ok] = self._lanes.run_setup(lambda: self.predictor.predict(pixels, self.job.top_k))
+        labels = [[self.labels[int(i)] for i in row] for row in indices]
+        columns = {
+            "path": [str(p) for p in batch["path"]],
+            "class_indices": [row.tolist() if good else None for row, good in zip(indices, ok, strict=True)],
+            "wnids": [[lb.wnid for lb in row] if good else None for row, good in zip(labels, ok, strict=True)],
+            "labels": [[lb.name for lb in row] if good else None for row, good in zip(labels, ok, strict=True)],
+            "scores": [row.tolist() if good else None for row, good in zip(scores, ok, strict=True)],
+            "model": [self.job.model_id] * n,
+            "weights": [self.weights] * n,
+            "weights_source": [self.weights_source] * n,
+            "precision": [self.job.precision] * n,
+            "error_type": [str(e) or None for e in batch["error_type"]],
+            "error": [str(e) or None for e in batch["error"]],
+        }
+        return pa.Table.from_pydict(columns, schema=RESULT_SCHEMA)
