@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.ray_env import RAY_ENV
+from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
+from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV
 from test_deploy import DEPLOY, ROOT, _deployments, _placeable_on
 
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -138,12 +139,15 @@ def test_dockerfile_is_multi_stage_non_root_pinned_with_healthcheck():
     assert {".git", ".venv", "*.pth"} <= set(ignored)
 
 
-def test_image_sets_ray_env():
-    """Every `ray start` in the image (compose, KubeRay's generated command) runs with RAY_ENV; the only
-    other RAY_ variable is Serve's proxy middleware hook."""
+def test_image_sets_the_ray_environment_of_service_local():
+    """Every `ray start` in the image (compose, KubeRay's generated command) runs with what
+    service/local.py ray_environment() gives a local Ray: RAY_ENV, the proxy middleware, and the HAProxy
+    wrapper at the path this image installs it (the `hornet-haproxy` script of pyproject.toml in /opt/venv)."""
     env = {k: v for k, v in image_env().items() if k.startswith("RAY_")}
-    assert env.pop("RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH") == "service.proxy_middleware:middlewares"
-    assert env == RAY_ENV
+    wrapper = "/opt/venv/bin/hornet-haproxy"
+    assert env == {**RAY_ENV, CALLBACK_ENV: CALLBACK_PATH, HAPROXY_BINARY_ENV: wrapper}
+    assert 'hornet-haproxy = "service.haproxy_errors:main"' in (ROOT / "pyproject.toml").read_text()
+    assert "python -m venv /opt/venv" in DOCKERFILE and "COPY --from=build /opt/venv /opt/venv" in DOCKERFILE
 
 
 def test_image_has_the_tools_kuberay_runs_in_the_ray_container():
