@@ -1,6 +1,8 @@
 """Evaluation preprocessing, split where a server splits it.
 
     decode(bytes) -> RGB PIL image          (gateway: untrusted bytes, EXIF, odd modes, size limits)
+      = open_image(bytes) -> (image, plan)  (header only: format whitelist, pixel limit, decode budget)
+      + load(image) -> RGB PIL image        (the pixels, within a time limit)
     resize(image, variant) -> uint8 HxWx3   (gateway: SPEC.md's bicubic recipe, bit exact)
     normalize(uint8 NxHxWx3) -> float NCHW  (replica: on the model's device)
 
@@ -11,13 +13,34 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import (  # the documented formats' plugins only, see FORMATS
+    BmpImagePlugin,  # noqa: F401
+    GifImagePlugin,  # noqa: F401
+    Image,
+    ImageOps,
+    JpegImagePlugin,  # noqa: F401
+    PngImagePlugin,  # noqa: F401
+    TiffImagePlugin,  # noqa: F401
+    WebPImagePlugin,  # noqa: F401
+)
 
 from model.registry import Preprocessing, get_variant
+
+# The formats the service documents. Untrusted bytes reach no other Pillow plugin: `Image.open(formats=FORMATS)`
+# tries only these, and with exactly their plugins imported above Pillow never loads (`Image.init`) the others.
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+# Pixels one upload may make the decoder produce, by format: about 0.5 s of decode + resize on one core of the
+# development machine for each (measured ns per pixel, decode + resize: lossless WebP 46, progressive JPEG 21,
+# PNG 25, JPEG-in-TIFF 29, GIF 17, baseline JPEG 13, RLE BMP 12).
+DECODE_BUDGET = {"JPEG": 24_000_000, "PNG": 16_000_000, "WEBP": 12_000_000, "GIF": 24_000_000,
+                 "BMP": 32_000_000, "TIFF": 16_000_000}  # fmt: skip
 
 # A resize whose long side would exceed this many pixels crops first (see `resize`): keeps a
 # 1x10000 strip from turning into a 2.5-gigapixel intermediate image.
@@ -25,11 +48,122 @@ _MAX_RESIZED_LONG_SIDE = 4096
 
 
 class ImageDecodeError(ValueError):
-    """Bytes that are not an image Pillow can fully decode (truncated, corrupt, unknown format)."""
+    """Bytes that are not an image Pillow can fully decode (truncated, corrupt, not a documented format)."""
 
 
 class ImageTooLargeError(ValueError):
-    """An image whose pixel count exceeds the configured limit (checked before decoding pixels)."""
+    """An image over a limit: its pixel count, its format's decode budget (checked from the header, before
+    decoding) or its decode time limit."""
+
+
+class DecodeTimeoutError(ImageTooLargeError):
+    """An image whose decoding ran past its time limit."""
+
+
+@dataclass(frozen=True)
+class DecodePlan:
+    """What decoding one upload will cost, known from its header before any pixel is decoded."""
+
+    format: str  # one of FORMATS
+    size: tuple[int, int]  # as stored
+    decoded_size: tuple[int, int]  # after JPEG DCT scaling (= size for every other format)
+    progressive: bool
+
+    @property
+    def pixels(self) -> int:
+        """Pixels the decoder must fully produce. A progressive JPEG pays its scans over every stored pixel
+        at any DCT scale (measured: 1/8 scale still costs 80% of the full decode)."""
+        width, height = self.size if self.progressive else self.decoded_size
+        return width * height
+
+
+def draft_size(recipe: Preprocessing) -> int:
+    """The JPEG draft-size rule, in one place: a JPEG may be DCT-scaled while both its sides stay at least
+    the recipe's resize input (the short side for resize_crop, the input size for warp)."""
+    return recipe.resize_short or recipe.input_size
+
+
+class _DeadlineReader(io.BytesIO):
+    """The upload as Pillow reads it while decoding: past `deadline` (time.monotonic) the next read fails.
+    Pillow feeds its decoders 64 KB at a time, so a decode stops at its next chunk; a format decoded in one
+    call (WebP) is bounded by its pixel budget instead."""
+
+    deadline: float | None = None
+    time_limit_s: float = 0.0
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise DecodeTimeoutError(f"decoding took longer than the limit of {self.time_limit_s:g} s")
+        return super().read(size)
+
+
+def _jpeg_scale(size: tuple[int, int], pixels_allowed: float, min_side: int, draft: bool) -> int:
+    """The DCT scale (1, 2, 4 or 8) to decode a JPEG at: with `draft` the largest one that keeps both sides at
+    least `min_side`; otherwise the smallest one within `pixels_allowed` (1 if none is)."""
+    width, height = size
+    usable = [s for s in (1, 2, 4, 8) if min(width, height) // s >= min_side]
+    if draft:
+        return usable[-1]
+    return next((s for s in usable if -(-width // s) * -(-height // s) <= pixels_allowed), 1)
+
+
+def open_image(
+    data: bytes,
+    *,
+    max_pixels: int,
+    budget: Mapping[str, int] | None = None,
+    min_side: int = 1,
+    draft: bool = False,
+) -> tuple[Image.Image, DecodePlan]:
+    """Untrusted bytes -> an opened (not yet decoded) image of a documented format and its decode plan.
+
+    Refused before any pixel is decoded: anything but FORMATS (no other Pillow plugin sees the bytes), more
+    than `max_pixels`, or more pixels to decode than the format's `budget`. A baseline JPEG over its budget
+    is DCT-scaled (1/2, 1/4, 1/8) to fit while both sides stay at least `min_side`; `draft` scales every
+    JPEG as far as that allows (faster, changes the pixels)."""
+    reader = _DeadlineReader(data)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(reader, formats=FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(str(exc)) from exc
+    except Image.UnidentifiedImageError:
+        raise ImageDecodeError(f"cannot decode image: not a format this service reads ({', '.join(FORMATS)})") from None
+    except Exception as exc:  # Pillow raises many types on hostile input; all mean "not a usable image"
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(f"image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}")
+    fmt = "JPEG" if image.format == "MPO" else str(image.format)  # MPO: a camera JPEG with extra frames
+    allowed = (budget or {}).get(fmt, max_pixels)
+    progressive = fmt == "JPEG" and bool(image.info.get("progressive"))
+    plan = DecodePlan(fmt, image.size, image.size, progressive)
+    if fmt == "JPEG" and (draft or plan.pixels > allowed):
+        scale = _jpeg_scale(image.size, allowed, min_side, draft)
+        if scale > 1:
+            image.draft("RGB", (width // scale, height // scale))
+            plan = DecodePlan(fmt, plan.size, image.size, progressive)
+    if plan.pixels > allowed:
+        kind = "progressive JPEG" if progressive else fmt
+        raise ImageTooLargeError(
+            f"a {width}x{height} {kind} must decode {plan.pixels} pixels, the budget for {fmt} is {allowed}"
+        )
+    return image, plan
+
+
+def load(image: Image.Image, *, time_limit_s: float | None = None) -> Image.Image:
+    """Decode an image from `open_image` into RGB, stopping with DecodeTimeoutError past `time_limit_s`."""
+    reader = image.fp
+    if time_limit_s is not None and isinstance(reader, _DeadlineReader):
+        reader.deadline, reader.time_limit_s = time.monotonic() + time_limit_s, time_limit_s
+    try:
+        image.load()
+        return to_rgb(image)
+    except ImageTooLargeError:
+        raise
+    except Exception as exc:  # truncated or corrupt data shows only now
+        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
 
 
 def _composite_on_white(image: Image.Image) -> Image.Image:
@@ -62,32 +196,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Untrusted bytes -> RGB image. `draft_size` lets libjpeg decode a large JPEG at 1/2, 1/4 or 1/8
-    scale, keeping both sides at least `draft_size`; off by default (it changes the pixels)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    f"image is {width}x{height} = {width * height} pixels, the limit is {max_pixels}"
-                )
-            if draft_size is not None and image.format == "JPEG":
-                image.draft("RGB", (draft_size, draft_size))
-            image.load()
-            return to_rgb(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(str(exc)) from exc
-    except ImageTooLargeError:
-        raise
-    except Image.UnidentifiedImageError:
-        raise ImageDecodeError(
-            "cannot decode image: not a format this service reads (JPEG, PNG, WebP, GIF, BMP, TIFF)"
-        ) from None
-    except Exception as exc:  # Pillow raises many types on hostile input; all mean "not a usable image"
-        raise ImageDecodeError(f"cannot decode image: {type(exc).__name__}: {exc}") from exc
+def decode(
+    data: bytes,
+    *,
+    max_pixels: int,
+    draft_size: int | None = None,
+    budget: Mapping[str, int] | None = None,
+    time_limit_s: float | None = None,
+) -> Image.Image:
+    """Untrusted bytes -> RGB image (`open_image`, then `load`). `draft_size` lets libjpeg decode a large JPEG
+    at 1/2, 1/4 or 1/8 scale, keeping both sides at least `draft_size`; off by default (it changes the pixels)."""
+    image, _ = open_image(
+        data, max_pixels=max_pixels, budget=budget, min_side=draft_size or 1, draft=draft_size is not None
+    )
+    return load(image, time_limit_s=time_limit_s)
 
 
 def _centre_crop_resize(image: Image.Image, short: int, crop: int) -> Image.Image:

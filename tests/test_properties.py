@@ -12,6 +12,7 @@ from PIL import Image
 
 import model
 from images import encode
+from model.preprocess import load, open_image
 
 LIMIT = 4_000_000
 RECIPES = [model.get_variant("hornet-t").preprocessing, model.get_variant("hornet-l-gf384").preprocessing]
@@ -81,3 +82,25 @@ def test_any_valid_image_becomes_an_input_tensor(recipe, width, height, mode, fm
     assert pixels.shape == (recipe.input_size, recipe.input_size, 3) and pixels.dtype == np.uint8
     x = model.normalize(torch.from_numpy(pixels)[None], recipe)
     assert x.shape == (1, 3, recipe.input_size, recipe.input_size) and bool(x.isfinite().all())
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    width=st.integers(1, 900),
+    height=st.integers(1, 900),
+    fmt=st.sampled_from(["JPEG", "PNG", "WEBP", "GIF"]),
+    progressive=st.booleans(),
+    budget=st.integers(1, 400_000),
+    min_side=st.integers(1, 300),
+)
+def test_no_image_decodes_more_pixels_than_its_budget(width, height, fmt, progressive, budget, min_side):
+    options = {"progressive": progressive} if fmt == "JPEG" else {}
+    data = encode(Image.new("RGB", (width, height), (40, 90, 160)), fmt, **options)
+    try:
+        image, plan = open_image(data, max_pixels=LIMIT, budget={fmt: budget}, min_side=min_side)
+    except model.ImageTooLargeError:
+        assert width * height > budget  # refused only when even the stored size is over budget
+        return
+    assert plan.pixels <= budget and plan.format == fmt
+    assert load(image).size == plan.decoded_size
+    assert plan.decoded_size == (width, height) or min(plan.decoded_size) >= min_side
