@@ -2,6 +2,7 @@
 
 hornet-classify cat.jpg dog.png --model hornet-l-gf384 --url http://127.0.0.1:8000
 hornet-classify photos/*.jpg --concurrency 8 --json > results.json
+HORNET_API_KEY=hsk_... hornet-classify cat.jpg      # or --api-key-file: when the server requires a key
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import sys
 
 from tqdm import tqdm
 
-from service.client import DEFAULT_URL, AsyncHornetClient, HornetError
+from service.client import API_KEY_ENV, DEFAULT_URL, AsyncHornetClient, HornetError
 
 
 async def classify_all(args: argparse.Namespace) -> list[dict]:
     results: list[dict] = [{} for _ in args.files]
     gate = asyncio.Semaphore(args.concurrency)
     show_progress = len(args.files) > 1 and sys.stderr.isatty() or args.progress
-    async with AsyncHornetClient(args.url, max_connections=args.concurrency) as client:
+    api_key = args.api_key_file.read().strip() if args.api_key_file else None
+    async with AsyncHornetClient(args.url, max_connections=args.concurrency, api_key=api_key) as client:
         with tqdm(total=len(args.files), unit="img", disable=not show_progress, file=sys.stderr) as bar:
 
             async def one(i: int, path: str) -> None:
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", help="variant id or alias (default: the server's default)")
     p.add_argument("--url", default=DEFAULT_URL)
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--api-key-file", type=argparse.FileType("r"),
+                   help=f"a file holding the API key (default: ${API_KEY_ENV}; never pass a key as an argument)")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=4)
     p.add_argument("--json", action="store_true", help="print one JSON document for scripts")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")

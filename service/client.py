@@ -1,7 +1,7 @@
 """A small Python client for hornet-serve, sync and async (no Ray needed).
 
 from service.client import HornetClient
-with HornetClient("http://127.0.0.1:8000") as client:
+with HornetClient("http://127.0.0.1:8000", api_key=None) as client:   # api_key: when the server needs one
     result = client.classify("cat.jpg", model="hornet-l-gf384")
     print(result.predictions[0].label)
 """
@@ -9,6 +9,7 @@ with HornetClient("http://127.0.0.1:8000") as client:
 from __future__ import annotations
 
 import mimetypes
+import os
 from pathlib import Path
 
 import httpx
@@ -16,6 +17,13 @@ import httpx
 from service.schemas import ClassifyResponse, ModelList
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+API_KEY_ENV = "HORNET_API_KEY"
+
+
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    """`Authorization: Bearer <key>` for the given key, else $HORNET_API_KEY, else none."""
+    key = api_key or os.environ.get(API_KEY_ENV)
+    return {"Authorization": f"Bearer {key}"} if key else {}
 
 
 class HornetError(Exception):
@@ -39,25 +47,34 @@ def _request_args(image: str | Path | bytes, model: str | None, top_k: int) -> d
     return {"url": "/v1/classify", "params": params, "content": data, "headers": {"Content-Type": content_type}}
 
 
-def _parse(response: httpx.Response) -> ClassifyResponse:
+def _raise_for_error(response: httpx.Response) -> None:
     if response.status_code != 200:
         try:
             error = response.json()["error"]
         except (ValueError, KeyError, TypeError):
             error = {"type": "http_error", "message": response.text[:200], "request_id": None}
         raise HornetError(response.status_code, error["type"], error["message"], error.get("request_id"))
+
+
+def _parse(response: httpx.Response) -> ClassifyResponse:
+    _raise_for_error(response)
     return ClassifyResponse.model_validate(response.json())
 
 
+def _models(response: httpx.Response) -> ModelList:
+    _raise_for_error(response)
+    return ModelList.model_validate(response.json())
+
+
 class HornetClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60) -> None:
-        self._http = httpx.Client(base_url=url, timeout=timeout)
+    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60, api_key: str | None = None) -> None:
+        self._http = httpx.Client(base_url=url, timeout=timeout, headers=_auth_headers(api_key))
 
     def classify(self, image: str | Path | bytes, model: str | None = None, top_k: int = 5) -> ClassifyResponse:
         return _parse(self._http.post(**_request_args(image, model, top_k)))
 
     def models(self) -> ModelList:
-        return ModelList.model_validate(self._http.get("/v1/models").raise_for_status().json())
+        return _models(self._http.get("/v1/models"))
 
     def close(self) -> None:
         self._http.close()
@@ -70,15 +87,17 @@ class HornetClient:
 
 
 class AsyncHornetClient:
-    def __init__(self, url: str = DEFAULT_URL, timeout: float = 60, max_connections: int = 16) -> None:
+    def __init__(
+        self, url: str = DEFAULT_URL, timeout: float = 60, max_connections: int = 16, api_key: str | None = None
+    ) -> None:
         limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits)
+        self._http = httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits, headers=_auth_headers(api_key))
 
     async def classify(self, image: str | Path | bytes, model: str | None = None, top_k: int = 5) -> ClassifyResponse:
         return _parse(await self._http.post(**_request_args(image, model, top_k)))
 
     async def models(self) -> ModelList:
-        return ModelList.model_validate((await self._http.get("/v1/models")).raise_for_status().json())
+        return _models(await self._http.get("/v1/models"))
 
     async def aclose(self) -> None:
         await self._http.aclose()

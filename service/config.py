@@ -126,6 +126,15 @@ class GatewaySettings(_Strict):
     max_ongoing_requests: int = Field(64, ge=1)
     max_queued_requests: int = Field(256, ge=1)
     decode_threads: int = Field(2, ge=1, description="threads decoding images per gateway replica")
+    decode_queue: int = Field(16, ge=0, description="uploads waiting for a decode thread per replica; more: 503")
+    heavy_decode_pixels: int = Field(
+        4_000_000, ge=1, description="uploads decoding more pixels than this take the heavy lane"
+    )
+    heavy_decode_threads: int = Field(1, ge=1, description="threads of the heavy lane per replica")
+    heavy_decode_queue: int = Field(2, ge=0, description="uploads waiting for the heavy lane per replica; more: 503")
+    heavy_decode_nice: int = Field(
+        10, ge=0, le=19, description="CPU niceness of the heavy lane: costly images yield the CPU to everything else"
+    )
 
 
 class Limits(_Strict):
@@ -133,11 +142,35 @@ class Limits(_Strict):
     max_pixels: int = Field(40_000_000, ge=1)
     max_top_k: int = Field(100, ge=1)
     jpeg_draft: bool = Field(False, description="decode big JPEGs at reduced scale (faster, changes pixels)")
+    decode_budget: dict[Literal["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"], int] = Field(
+        default_factory=dict,
+        description="pixels one upload may decode, by format: overrides of model.preprocess.DECODE_BUDGET",
+    )
+    max_header_bytes: int = Field(16384, ge=1024, description="request headers over this many bytes: 431")
 
 
 class Timeouts(_Strict):
     inference_s: float = Field(30, gt=0, description="gateway waits this long for a classifier: then 504")
     retry_after_s: int = Field(1, ge=1, description="Retry-After on 503")
+    decode_s: float = Field(5, gt=0, description="one image's decode time limit: then 413")
+    body_read_s: float = Field(60, gt=0, description="the whole request body must arrive within this: then 408")
+
+
+class AuthSettings(_Strict):
+    """Optional API keys (`Authorization: Bearer <key>`) with a token bucket per key in each gateway replica."""
+
+    enabled: bool = False
+    keys_file: str | None = Field(
+        None, description="lines `<key id> <sha256 hex of the key>` (e.g. a mounted Kubernetes Secret)"
+    )
+    rate_per_s: float | None = Field(20, gt=0, description="requests per second per key and gateway replica")
+    burst: int = Field(40, ge=1, description="requests a key may send at once")
+
+    @model_validator(mode="after")
+    def _keys_when_enabled(self) -> AuthSettings:
+        if self.enabled and not self.keys_file:
+            raise ValueError("auth.enabled needs auth.keys_file (see `python -m service.auth --help`)")
+        return self
 
 
 class Settings(_Strict):
@@ -155,6 +188,7 @@ class Settings(_Strict):
     gateway: GatewaySettings = GatewaySettings()
     limits: Limits = Limits()
     timeouts: Timeouts = Timeouts()
+    auth: AuthSettings = AuthSettings()
 
     @field_validator("models")
     @classmethod

@@ -26,12 +26,27 @@ class UnknownModel(ApiError):
     status, type = 404, "unknown_model"
 
 
+class Unauthorized(ApiError):
+    """No valid API key; the challenge tells the client which scheme to use."""
+
+    status, type = 401, "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="hornet-serve"'})
+
+
 class NotFound(ApiError):
     status, type = 404, "not_found"
 
 
 class MethodNotAllowed(ApiError):
     status, type = 405, "method_not_allowed"
+
+
+class RequestTimeout(ApiError):
+    """The request body did not arrive in time (a slow or stalled client)."""
+
+    status, type = 408, "request_timeout"
 
 
 class PayloadTooLarge(ApiError):
@@ -44,6 +59,19 @@ class UnsupportedMediaType(ApiError):
 
 class InvalidParameter(ApiError):
     status, type = 422, "invalid_parameter"
+
+
+class RateLimited(ApiError):
+    """The API key's token bucket is empty: retry after `Retry-After` seconds."""
+
+    status, type = 429, "rate_limited"
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class HeadersTooLarge(ApiError):
+    status, type = 431, "request_header_fields_too_large"
 
 
 class Unavailable(ApiError):

@@ -2,10 +2,12 @@
 
 import asyncio
 import logging
+import math
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -16,12 +18,16 @@ from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from model import ImageDecodeError, ImageTooLargeError, LabelSet, UnknownModelError, decode, get_variant, resize
+from model import ImageDecodeError, ImageTooLargeError, LabelSet, UnknownModelError, get_variant
 from model.labels import for_head
+from model.preprocess import DecodeTimeoutError, OverBudgetError
 from service import errors
+from service.auth import KeyStore, TokenBuckets, bearer_token
 from service.classifier import Classification, ModelNotLoaded
 from service.config import Settings
+from service.decode import DecodeQueueFull, Decoder
 from service.metrics import GatewayMetrics
 from service.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, Prediction
 from service.upload import image_bytes
@@ -31,7 +37,7 @@ log = logging.getLogger("ray.serve")
 REQUEST_ID_HEADER = "x-request-id"
 DESCRIBE_TIMEOUT_S = 5.0
 INDEX_HTML = resources.files("service").joinpath("static", "index.html").read_text(encoding="utf-8")
-_ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 404, 413, 415, 422, 503, 504)}
+_ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 415, 422, 429, 503, 504)}
 # The body is read by hand (streamed, size-limited), so its schema is declared here for /docs.
 _IMAGE_BODY = {
     "requestBody": {
@@ -52,6 +58,27 @@ app = FastAPI(
     version="0.1.0",
     description="HorNet image classification. POST an image to /v1/classify?model=<id>.",
 )
+
+
+class HeaderLimit:
+    """431 for a request whose headers exceed `app.state.max_header_bytes` (set by the Gateway), whichever
+    ingress passed it on: HAProxy refuses heads over its 16 KB buffer itself, Ray's Python proxy does not."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = getattr(scope["app"].state, "max_header_bytes", None) if scope["type"] == "http" else None
+        size = sum(len(name) + len(value) + 4 for name, value in scope.get("headers", ()))  # "name: value\r\n"
+        if limit is None or size <= limit:
+            await self.app(scope, receive, send)
+            return
+        request_id = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1") or uuid.uuid4().hex
+        error = errors.HeadersTooLarge(f"request headers are {size} bytes, the limit is {limit}")
+        await JSONResponse(error.body(request_id), status_code=error.status)(scope, receive, send)
+
+
+app.add_middleware(HeaderLimit)
 
 
 def request_id_of(request: Request) -> str:
@@ -85,18 +112,72 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error_response(request, errors.Internal(f"internal error ({type(exc).__name__}); see the server log"))
 
 
+@dataclass
+class _Outcome:
+    """What a /v1/classify request's metrics are tagged with, filled in as its stages run."""
+
+    model: str = "unknown"
+    status: int = 500
+    key_id: str | None = None
+
+
 @serve.deployment
 @serve.ingress(app)
 class Gateway:
     def __init__(self, settings: Settings, classifiers: dict[str, DeploymentHandle]) -> None:
         self.settings = settings
         self.classifiers = classifiers
-        self.decoder = ThreadPoolExecutor(settings.gateway.decode_threads, thread_name_prefix="decode")
+        self.decoder = Decoder(settings.gateway, settings.limits, settings.timeouts.decode_s)
         self.metrics = GatewayMetrics.create()
         self._info: dict[str, ModelInfo] = {}
         self._labels: dict[str, LabelSet] = {}
+        auth = settings.auth
+        self.keys = KeyStore(Path(auth.keys_file)) if auth.enabled and auth.keys_file else None
+        self.buckets = TokenBuckets(auth.rate_per_s, auth.burst) if self.keys and auth.rate_per_s else None
+        app.state.max_header_bytes = settings.limits.max_header_bytes
 
-    # --- helpers -------------------------------------------------------------------------------
+    # --- /v1/classify, stage by stage --------------------------------------------------------------
+
+    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERROR_RESPONSES, openapi_extra=_IMAGE_BODY)
+    async def classify(
+        self,
+        request: Request,
+        model: str | None = Query(None, description="variant id or alias; default: the configured default"),
+        top_k: int = Query(5, description="how many predictions, best first"),
+    ) -> JSONResponse:
+        """Classify one image: the raw body (image/* or application/octet-stream) or multipart field `file`."""
+        started = time.perf_counter()
+        outcome = _Outcome()
+        try:
+            outcome.key_id = self._authenticate(request)
+            model_id = outcome.model = self._resolve(model)
+            self._check_top_k(top_k)
+            info = await self._model_info(model_id)  # before any upload is read: 503 at once if not ready
+            data = await self._read_upload(request, model_id)
+            pixels, decode_s = await self._decode(data, model_id)
+            result = await self._infer(model_id, pixels, top_k)
+            predictions = self._label(model_id, info, result)
+            response = self._respond(request, model_id, info, predictions, started, decode_s, result)
+            outcome.status = 200
+            return response
+        except errors.ApiError as exc:
+            outcome.status = exc.status
+            raise
+        finally:
+            self._record(outcome, time.perf_counter() - started)
+
+    def _authenticate(self, request: Request) -> str | None:
+        """The API key's id (None when keys are off): 401 without a valid key, 429 when its bucket is empty."""
+        if self.keys is None:
+            return None
+        key = bearer_token(request.headers.get("authorization"))
+        key_id = self.keys.identify(key) if key else None
+        if key_id is None:
+            raise errors.Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
+        wait_s = self.buckets.take(key_id) if self.buckets else 0.0
+        if wait_s:
+            raise errors.RateLimited(f"rate limit of key {key_id!r} reached; retry later", max(1, math.ceil(wait_s)))
+        return key_id
 
     def _resolve(self, name: str | None) -> str:
         if name is None:
@@ -109,6 +190,10 @@ class Gateway:
         if model_id not in self.classifiers:
             raise errors.UnknownModel(f"model {model_id!r} is not enabled here; enabled models: {enabled}")
         return model_id
+
+    def _check_top_k(self, top_k: int) -> None:
+        if not 1 <= top_k <= self.settings.limits.max_top_k:
+            raise errors.InvalidParameter(f"top_k must be between 1 and {self.settings.limits.max_top_k}")
 
     async def _model_info(self, model_id: str, timeout_s: float = DESCRIBE_TIMEOUT_S) -> ModelInfo:
         """What the variant's replicas loaded (asked once, then cached); 503 while none answers."""
@@ -123,14 +208,34 @@ class Gateway:
                 raise errors.Unavailable(
                     f"{model_id} failed to load: {info.reason}", self.settings.timeouts.retry_after_s
                 )
-            self._labels[model_id] = for_head(info.num_classes, info.labels_file)
             self._info[model_id] = info
         return self._info[model_id]
 
-    def _decode(self, data: bytes, model_id: str) -> np.ndarray:
-        recipe = get_variant(model_id).preprocessing
-        draft = (recipe.resize_short or recipe.input_size) if self.settings.limits.jpeg_draft else None
-        return resize(decode(data, max_pixels=self.settings.limits.max_pixels, draft_size=draft), recipe)
+    async def _read_upload(self, request: Request, model_id: str) -> bytes:
+        limits, timeouts = self.settings.limits, self.settings.timeouts
+        data = await image_bytes(request, limits.max_body_bytes, timeouts.body_read_s)
+        self.metrics.image_bytes.observe(len(data), tags={"model": model_id})
+        return data
+
+    async def _decode(self, data: bytes, model_id: str) -> tuple[np.ndarray, float]:
+        """Bytes -> the variant's uint8 input, and the seconds it took (queue included)."""
+        started = time.perf_counter()
+        try:
+            pixels = await self.decoder.pixels(data, get_variant(model_id).preprocessing)
+        except DecodeQueueFull as exc:
+            self._refused("queue_full")
+            retry = self.settings.timeouts.retry_after_s
+            raise errors.Unavailable(f"too many images are being decoded: {exc}", retry) from None
+        except ImageTooLargeError as exc:
+            reason = {DecodeTimeoutError: "time_limit", OverBudgetError: "budget"}.get(type(exc), "pixels")
+            self._refused(reason)
+            raise errors.PayloadTooLarge(str(exc)) from None
+        except ImageDecodeError as exc:
+            self._refused("invalid")
+            raise errors.InvalidImage(str(exc)) from None
+        decode_s = time.perf_counter() - started
+        self.metrics.decode.observe(decode_s, tags={"model": model_id})
+        return pixels, decode_s
 
     async def _infer(self, model_id: str, pixels: np.ndarray, top_k: int) -> Classification:
         retry = self.settings.timeouts.retry_after_s
@@ -149,70 +254,63 @@ class Gateway:
                 raise errors.Unavailable(str(exc.cause), retry) from None
             raise
 
-    # --- routes --------------------------------------------------------------------------------
+    def _label(self, model_id: str, info: ModelInfo, result: Classification) -> list[Prediction]:
+        labels = self._labels_for(model_id, info)
+        return [
+            Prediction(rank=r + 1, class_index=i, wnid=labels[i].wnid, label=labels[i].name, score=s)
+            for r, (i, s) in enumerate(zip(result.indices, result.scores, strict=True))
+        ]
 
-    @app.post("/v1/classify", response_model=ClassifyResponse, responses=_ERROR_RESPONSES, openapi_extra=_IMAGE_BODY)
-    async def classify(
-        self,
+    def _labels_for(self, model_id: str, info: ModelInfo) -> LabelSet:
+        """The label set of the variant's loaded head (read once per variant)."""
+        if model_id not in self._labels:
+            self._labels[model_id] = for_head(info.num_classes, info.labels_file)
+        return self._labels[model_id]
+
+    @staticmethod
+    def _respond(
         request: Request,
-        model: str | None = Query(None, description="variant id or alias; default: the configured default"),
-        top_k: int = Query(5, description="how many predictions, best first"),
+        model_id: str,
+        info: ModelInfo,
+        predictions: list[Prediction],
+        started: float,
+        decode_s: float,
+        result: Classification,
     ) -> JSONResponse:
-        """Classify one image: the raw body (image/* or application/octet-stream) or multipart field `file`."""
-        started = time.perf_counter()
-        model_tag, status = "unknown", 500
-        try:
-            model_id = self._resolve(model)
-            model_tag = model_id
-            if not 1 <= top_k <= self.settings.limits.max_top_k:
-                raise errors.InvalidParameter(f"top_k must be between 1 and {self.settings.limits.max_top_k}")
-            info = await self._model_info(model_id)  # before any upload is read: 503 at once if not ready
-            data = await image_bytes(request, self.settings.limits.max_body_bytes)
-            self.metrics.image_bytes.observe(len(data), tags={"model": model_id})
-            t0 = time.perf_counter()
-            try:
-                pixels = await asyncio.get_running_loop().run_in_executor(self.decoder, self._decode, data, model_id)
-            except ImageTooLargeError as exc:
-                raise errors.PayloadTooLarge(str(exc)) from None
-            except ImageDecodeError as exc:
-                raise errors.InvalidImage(str(exc)) from None
-            decode_s = time.perf_counter() - t0
-            self.metrics.decode.observe(decode_s, tags={"model": model_id})
-            result = await self._infer(model_id, pixels, top_k)
-            labels = self._labels[model_id]
-            body = ClassifyResponse(
-                model=model_id,
-                predictions=[
-                    Prediction(rank=r + 1, class_index=i, wnid=labels[i].wnid, label=labels[i].name, score=s)
-                    for r, (i, s) in enumerate(zip(result.indices, result.scores, strict=True))
-                ],
-                weights=info.weights,
-                request_id=request_id_of(request),
-            )
-            total_ms = (time.perf_counter() - started) * 1e3
-            timing = (
-                f"decode;dur={decode_s * 1e3:.1f}, queue;dur={result.queue_s * 1e3:.1f}, "
-                f"inference;dur={result.inference_s * 1e3:.1f}, total;dur={total_ms:.1f}"
-            )
-            status = 200
-            return JSONResponse(body.model_dump(), headers={"Server-Timing": timing})
-        except errors.ApiError as exc:
-            status = exc.status
-            raise
-        finally:
-            tags = {"model": model_tag, "status": str(status)}
-            self.metrics.requests.inc(tags=tags)
-            self.metrics.request_latency.observe(time.perf_counter() - started, tags=tags)
+        body = ClassifyResponse(
+            model=model_id, predictions=predictions, weights=info.weights, request_id=request_id_of(request)
+        )
+        total_ms = (time.perf_counter() - started) * 1e3
+        timing = (
+            f"decode;dur={decode_s * 1e3:.1f}, queue;dur={result.queue_s * 1e3:.1f}, "
+            f"inference;dur={result.inference_s * 1e3:.1f}, total;dur={total_ms:.1f}"
+        )
+        return JSONResponse(body.model_dump(), headers={"Server-Timing": timing})
 
-    @app.get("/v1/models", response_model=ModelList)
-    async def list_models(self) -> ModelList:
+    def _record(self, outcome: _Outcome, elapsed_s: float) -> None:
+        tags = {"model": outcome.model, "status": str(outcome.status)}
+        self.metrics.requests.inc(tags=tags)
+        self.metrics.request_latency.observe(elapsed_s, tags=tags)
+        if self.keys is not None:
+            key_tags = {"key_id": outcome.key_id or "unauthenticated", "status": str(outcome.status)}
+            self.metrics.key_requests.inc(tags=key_tags)
+
+    def _refused(self, reason: str) -> None:
+        self.metrics.decode_refusals.inc(tags={"reason": reason})
+
+    # --- the other routes ------------------------------------------------------------------------
+
+    @app.get("/v1/models", response_model=ModelList, responses=_ERROR_RESPONSES)
+    async def list_models(self, request: Request) -> ModelList:
         """Every enabled variant: metadata, the loaded checkpoint, replicas and readiness."""
+        self._authenticate(request)
         replicas = self._running_replicas()
         cards = [await self._card(model_id, replicas.get(model_id, 0)) for model_id in self.settings.models]
         return ModelList(models=cards, default=self.settings.default_model_id)
 
     @app.get("/v1/models/{name}", response_model=ModelCard, responses=_ERROR_RESPONSES)
-    async def get_model(self, name: str) -> ModelCard:
+    async def get_model(self, request: Request, name: str) -> ModelCard:
+        self._authenticate(request)
         model_id = self._resolve(name)
         return await self._card(model_id, self._running_replicas().get(model_id, 0))
 
@@ -263,7 +361,7 @@ class Gateway:
             top5=variant.top5,
             train_data=variant.train_data,
             classes=info.num_classes if info else None,
-            label_set=self._labels[model_id].name if info else None,
+            label_set=self._labels_for(model_id, info).name if info else None,
             weights=info.weights if info else None,
             weights_source=info.weights_source if info else None,
             device=info.device if info else None,

@@ -19,6 +19,8 @@ class GatewayMetrics:
     requests: Counter
     decode: Histogram
     image_bytes: Histogram
+    decode_refusals: Counter
+    key_requests: Counter
 
     @classmethod
     def create(cls) -> GatewayMetrics:
@@ -38,6 +40,15 @@ class GatewayMetrics:
             image_bytes=Histogram(
                 "hornet_image_bytes", description="Size of uploaded images in bytes.",
                 boundaries=_BYTES_BUCKETS, tag_keys=("model",),
+            ),
+            decode_refusals=Counter(
+                "hornet_decode_refusals",
+                description="Uploads the decoder refused, by reason: invalid, pixels, budget, time_limit, queue_full.",
+                tag_keys=("reason",),
+            ),
+            key_requests=Counter(
+                "hornet_key_requests", description="/v1/classify requests by API key id and HTTP status (auth on).",
+                tag_keys=("key_id", "status"),
             ),
         )  # fmt: skip
 

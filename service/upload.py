@@ -3,22 +3,37 @@ reading no more than the body limit."""
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from service.errors import InvalidImage, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
+from service.errors import InvalidImage, InvalidParameter, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 RAW_TYPES = ("application/octet-stream",)
 
 
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The body, cut off with 413 as soon as it passes `limit` bytes (a declared Content-Length first)."""
+async def read_limited(request: Request, limit: int, timeout_s: float) -> bytes:
+    """The body, cut off with 413 as soon as it passes `limit` bytes (a declared Content-Length first), and
+    with 408 when it has not all arrived within `timeout_s` (a client trickling its body). Reading waits on
+    the event loop, so a slow client holds no decode thread."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"body is {declared} bytes, the limit is {limit}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     chunks, size = [], 0
-    async for chunk in request.stream():
+    stream = request.stream()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), max(deadline - loop.time(), 0))
+        except StopAsyncIteration:
+            break
+        except asyncio.TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {timeout_s:g} s ({size} bytes came)"
+            ) from None
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes")
@@ -49,7 +64,7 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
     return await files[0][1].read()
 
 
-async def image_bytes(request: Request, limit: int) -> bytes:
+async def image_bytes(request: Request, limit: int, timeout_s: float) -> bytes:
     media_type = _media_type(request)
     is_raw = media_type.startswith("image/") or media_type in RAW_TYPES
     if not is_raw and media_type != "multipart/form-data":
@@ -57,7 +72,7 @@ async def image_bytes(request: Request, limit: int) -> bytes:
             f"unsupported Content-Type {media_type or '(none)'!r}: send image/*, application/octet-stream "
             "or multipart/form-data with a 'file' field"
         )
-    body = await read_limited(request, limit)
+    body = await read_limited(request, limit, timeout_s)
     data = body if is_raw else await _from_multipart(request, body)
     if not data:
         raise InvalidImage("the image is empty (0 bytes)")

@@ -1,0 +1,85 @@
+"""Decoding in the gateway: off the event loop, in two bounded lanes per replica.
+
+Every upload is opened (header only: format, pixel limit, decode budget) on the light lane. Its pixels are
+then decoded on the light lane too, unless there are more than `heavy_decode_pixels` of them: those take
+the heavy lane, a thread of its own at a lower CPU priority. A stream of costly images (decompression bombs
+just under their budget) can then hold neither every decode thread nor the CPU the model replicas need, and
+each lane answers 503 at once when its threads and its queue are full instead of growing a backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import numpy as np
+from PIL import Image
+
+from model import Preprocessing, resize
+from model.preprocess import DECODE_BUDGET, DecodePlan, draft_size, load, open_image
+from service.config import GatewaySettings, Limits
+
+T = TypeVar("T")
+
+
+class DecodeQueueFull(Exception):
+    """A lane's threads and queue are all taken."""
+
+
+def _lower_priority(nice: int) -> None:
+    """Runs in each new thread of a lane: Linux gives every thread its own niceness."""
+    if nice:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+
+
+class Lane:
+    """A thread pool that admits at most `threads + queue` jobs; a job counts until its thread is done with it,
+    even when the request that wanted it is gone."""
+
+    def __init__(self, name: str, threads: int, queue: int, nice: int = 0) -> None:
+        self.name = name
+        self.capacity = threads + queue
+        self.admitted = 0
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=_lower_priority,
+                                        initargs=(nice,))  # fmt: skip
+
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        if self.admitted >= self.capacity:
+            raise DecodeQueueFull(f"the {self.name} queue is full ({self.capacity} images)")
+        loop = asyncio.get_running_loop()
+        future = self._pool.submit(fn, *args)
+        self.admitted += 1
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        return await asyncio.wrap_future(future)  # cancelled while queued: the job never starts
+
+    def _release(self) -> None:
+        self.admitted -= 1
+
+
+class Decoder:
+    def __init__(self, gateway: GatewaySettings, limits: Limits, time_limit_s: float) -> None:
+        self.light = Lane("decode", gateway.decode_threads, gateway.decode_queue)
+        self.heavy = Lane("decode-heavy", gateway.heavy_decode_threads, gateway.heavy_decode_queue,
+                          gateway.heavy_decode_nice)  # fmt: skip
+        self.heavy_pixels = gateway.heavy_decode_pixels
+        self.budget = {**DECODE_BUDGET, **limits.decode_budget}
+        self.limits = limits
+        self.time_limit_s = time_limit_s
+
+    async def pixels(self, data: bytes, recipe: Preprocessing) -> np.ndarray:
+        """Bytes -> uint8 (S, S, 3) for the recipe. Raises the model's ImageDecodeError / ImageTooLargeError
+        (DecodeTimeoutError among them) and DecodeQueueFull."""
+        image, plan = await self.light.run(self._open, data, recipe)
+        lane = self.heavy if plan.pixels > self.heavy_pixels else self.light
+        return await lane.run(self._finish, image, recipe)
+
+    def _open(self, data: bytes, recipe: Preprocessing) -> tuple[Image.Image, DecodePlan]:
+        return open_image(data, max_pixels=self.limits.max_pixels, budget=self.budget, min_side=draft_size(recipe),
+                          draft=self.limits.jpeg_draft)  # fmt: skip
+
+    def _finish(self, image: Image.Image, recipe: Preprocessing) -> np.ndarray:
+        return resize(load(image, time_limit_s=self.time_limit_s), recipe)
