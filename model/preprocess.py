@@ -56,6 +56,10 @@ class ImageTooLargeError(ValueError):
     decoding) or its decode time limit."""
 
 
+class OverBudgetError(ImageTooLargeError):
+    """An image that would decode more pixels than its format's budget."""
+
+
 class DecodeTimeoutError(ImageTooLargeError):
     """An image whose decoding ran past its time limit."""
 
@@ -146,7 +150,7 @@ def open_image(
             plan = DecodePlan(fmt, plan.size, image.size, progressive)
     if plan.pixels > allowed:
         kind = "progressive JPEG" if progressive else fmt
-        raise ImageTooLargeError(
+        raise OverBudgetError(
             f"a {width}x{height} {kind} must decode {plan.pixels} pixels, the budget for {fmt} is {allowed}"
         )
     return image, plan

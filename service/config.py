@@ -133,7 +133,7 @@ class GatewaySettings(_Strict):
     heavy_decode_threads: int = Field(1, ge=1, description="threads of the heavy lane per replica")
     heavy_decode_queue: int = Field(2, ge=0, description="uploads waiting for the heavy lane per replica; more: 503")
     heavy_decode_nice: int = Field(
-        10, ge=0, le=19, description="CPU niceness of the heavy lane: costly images yield the CPU to everything else"
+        10, ge=0, le=19, description="niceness added to the heavy lane: costly images yield the CPU to the rest"
     )
 
 

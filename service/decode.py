@@ -31,9 +31,11 @@ class DecodeQueueFull(Exception):
 
 
 def _lower_priority(nice: int) -> None:
-    """Runs in each new thread of a lane: Linux gives every thread its own niceness."""
+    """Runs in each new thread of a lane: Linux gives every thread its own niceness (only ever raised, which
+    needs no privilege)."""
     if nice:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
+        thread = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
 
 
 class Lane:

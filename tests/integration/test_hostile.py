@@ -1,9 +1,17 @@
 """A model server is attacked by its inputs: 30+ kinds of bad request, each with its documented 4xx and
-JSON error, then a good request still answered and no replica restarted."""
+JSON error, then a good request still answered and no replica restarted. Also: undocumented formats,
+decompression bombs under the decode budget, oversized headers and a client trickling its body."""
 
+import contextlib
 import io
+import json
+import select
+import socket
 import struct
+import threading
+import time
 import zlib
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -12,7 +20,7 @@ from PIL import Image
 
 from images import encode, photo
 
-from .conftest import serve_actors
+from .conftest import TEST_SETTINGS, serve_actors
 
 pytestmark = pytest.mark.integration
 
@@ -165,3 +173,97 @@ def test_only_whitelisted_names_reach_the_model_registry(service):
     with httpx.Client(base_url=service.base_url) as client:
         for name in ("hornet-t/../hornet-b", "HORNET-T", "hornet-t ", "file:///etc/passwd"):
             assert client.get(f"/v1/models/{name}").status_code == 404
+
+
+UNDOCUMENTED = {
+    "EPS": encode(photo(32, 32), "EPS"),
+    "PDF": encode(photo(32, 32), "PDF"),
+    "ICO": encode(photo(32, 32), "ICO"),
+    "PSD": b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 8, 8, 8, 3) + bytes(14) + bytes(192),
+    "SVG": b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>',
+}
+
+
+@pytest.mark.parametrize("fmt", UNDOCUMENTED)
+def test_an_undocumented_format_is_400_naming_the_formats_read(service, replicas_before, fmt):
+    r = service.client.post("/v1/classify", content=UNDOCUMENTED[fmt], headers={"Content-Type": "image/x-anything"})
+    assert r.status_code == 400, r.text
+    assert "not a format this service reads (JPEG, PNG, WEBP, GIF, BMP, TIFF)" in r.json()["error"]["message"]
+
+
+def test_a_tiny_webp_bomb_is_413_before_decoding(service, replicas_before):
+    bomb = encode(Image.new("RGB", (6000, 6000), (90, 90, 90)), "WEBP", lossless=True)  # 36 MP in a few KB
+    started = time.perf_counter()
+    r = service.client.post("/v1/classify", content=bomb, headers={"Content-Type": "image/webp"})
+    assert r.status_code == 413 and "budget for WEBP" in r.json()["error"]["message"], r.text
+    assert time.perf_counter() - started < 2  # decoding it takes 1.6 s of CPU; refusing it, none
+
+
+def test_headers_over_the_limit_get_431_json(service):
+    limit = TEST_SETTINGS["limits"]["max_header_bytes"]
+    r = service.client.post("/v1/classify", content=JPEG, headers={**RAW, "X-Padding": "a" * (limit + 2000)})
+    assert r.status_code == 431, r.text
+    assert r.json()["error"]["type"] == "request_header_fields_too_large"
+
+
+def test_a_200_kb_header_is_refused_by_whatever_ingress_runs(service):
+    started = time.perf_counter()
+    r = service.client.post("/v1/classify", content=JPEG, headers={**RAW, "X-Padding": "a" * 200_000})
+    assert r.status_code in (400, 431), r.text[:300]
+    assert time.perf_counter() - started < 10
+    assert service.client.get("/healthz").status_code == 200
+
+
+def _trickle(base_url: str, seconds: float) -> tuple[int | None, dict, float]:
+    """POST a 1000-byte body one byte per second; return the status and JSON body of the answer, if one came
+    within `seconds`, and when it came."""
+    url = urlsplit(base_url)
+    started = time.monotonic()
+    with socket.create_connection((url.hostname, url.port), timeout=5) as sock:
+        head = (f"POST /v1/classify HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Type: image/jpeg\r\n"
+                "Content-Length: 1000\r\n\r\n")  # fmt: skip
+        sock.sendall(head.encode())
+        answer = b""
+        while time.monotonic() - started < seconds:
+            with contextlib.suppress(OSError):  # the server answered and closed: read what came
+                sock.send(b"\xff")
+            if select.select([sock], [], [], 1.0)[0]:
+                chunk = sock.recv(65536)
+                answer += chunk
+                head_end = answer.find(b"\r\n\r\n")
+                if not chunk or (head_end > 0 and len(answer) >= head_end + 4 + _content_length(answer[:head_end])):
+                    break
+    elapsed = time.monotonic() - started
+    if not answer:
+        return None, {}, elapsed
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body or b"{}"), elapsed
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
+
+
+def test_a_trickled_body_gets_408_without_holding_a_decode_thread(service):
+    """Three clients trickle their bodies (more than the two decode threads); meanwhile a normal request is
+    answered at once, and each trickler gets 408 JSON when the body read time limit passes."""
+    limit_s = TEST_SETTINGS["timeouts"]["body_read_s"]
+    results: list[tuple[int | None, dict, float]] = []
+    tricklers = [threading.Thread(target=lambda: results.append(_trickle(service.base_url, limit_s + 10)))
+                 for _ in range(3)]  # fmt: skip
+    for t in tricklers:
+        t.start()
+    time.sleep(1)
+    started = time.perf_counter()
+    r = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=RAW)
+    assert r.status_code == 200 and time.perf_counter() - started < limit_s - 1.5
+    for t in tricklers:
+        t.join(timeout=limit_s + 20)
+    assert len(results) == 3
+    for status, body, elapsed in results:
+        assert status == 408 and body["error"]["type"] == "request_timeout", (status, body)
+        assert limit_s - 0.5 < elapsed < limit_s + 4
