@@ -19,7 +19,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -63,14 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def load_bulk_settings(args: argparse.Namespace) -> tuple[Settings, str]:
-    """The service's settings (file, environment, flags) with the requested variant enabled."""
+    """The service's settings (file, environment, flags) and the variant to run (any, enabled there or not)."""
     flags = {"weights_policy": args.weights, "checkpoint_dir": args.checkpoint_dir}
-    overrides: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
-    settings = load_settings(args.config, overrides)
-    model_id = resolve_name(args.model) if args.model else settings.default_model_id
-    if model_id not in settings.models:
-        settings = load_settings(args.config, {**overrides, "models": [*settings.models, model_id]})
-    return settings, model_id
+    settings = load_settings(args.config, {k: v for k, v in flags.items() if v is not None})
+    return settings, resolve_name(args.model) if args.model else settings.default_model_id
 
 
 def job_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -88,8 +83,9 @@ def build_dataset(pending: list[str], job: BulkJob):
 
     blocks = max(1, math.ceil(len(pending) / job.decode_batch_size))
     ds = ray.data.from_items([{"path": p} for p in pending], override_num_blocks=blocks)
-    ds = ds.map_batches(decode_batch, fn_kwargs={"model_id": job.model_id, "limits": job.settings.limits},
-                        batch_size=job.decode_batch_size, batch_format="numpy", num_cpus=job.decode_cpus)  # fmt: skip
+    decode_kwargs = {"model_id": job.model_id, "limits": job.limits, "time_limit_s": job.decode_time_limit_s}
+    ds = ds.map_batches(decode_batch, fn_kwargs=decode_kwargs, batch_size=job.decode_batch_size,
+                        batch_format="numpy", num_cpus=job.decode_cpus)  # fmt: skip
     return ds.map_batches(
         BulkPredictor,
         fn_constructor_kwargs={"job": job},
@@ -183,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = list_inputs(args.source, extensions)
         existing = read_existing(args.out, model_id, job.top_k)
         if settings.weights_policy == "required":  # fail before starting Ray, as hornet-serve does
-            log.info("%s: weights from %s", model_id, choose_weights(settings, model_id).description)
+            log.info("%s: weights from %s", model_id, choose_weights(job.variant).description)
     except (WeightsUnavailable, CheckpointError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 3

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model import ImageDecodeError, ImageTooLargeError, Preprocessing, decode, get_variant, resize
+from model import ImageDecodeError, ImageTooLargeError, Preprocessing, get_variant, resize
+from model.preprocess import DECODE_BUDGET, draft_size, load, open_image
 from service.bulk_inputs import TooLarge, read_bytes
 from service.config import Limits
 
@@ -24,30 +25,34 @@ class InputError(ValueError):
         self.type = error_type
 
 
-def pixels_from_bytes(data: bytes, recipe: Preprocessing, limits: Limits) -> np.ndarray:
-    """The gateway's decode path (`Gateway._decode` and the upload checks) for one image: uint8 (S, S, 3)."""
+def pixels_from_bytes(data: bytes, recipe: Preprocessing, limits: Limits, time_limit_s: float) -> np.ndarray:
+    """The gateway's decode path for one image (the upload's empty-body check, then `service.decode.Decoder`:
+    open with the pixel limit and the decode budget, load within the time limit, resize): uint8 (S, S, 3)."""
     if not data:
         raise InputError(INVALID_IMAGE, "the image is empty (0 bytes)")
-    draft = (recipe.resize_short or recipe.input_size) if limits.jpeg_draft else None
     try:
-        return resize(decode(data, max_pixels=limits.max_pixels, draft_size=draft), recipe)
-    except ImageTooLargeError as exc:
+        image, _ = open_image(data, max_pixels=limits.max_pixels, budget={**DECODE_BUDGET, **limits.decode_budget},
+                              min_side=draft_size(recipe), draft=limits.jpeg_draft)  # fmt: skip
+        return resize(load(image, time_limit_s=time_limit_s), recipe)
+    except ImageTooLargeError as exc:  # over the pixel limit or the budget, or past the time limit
         raise InputError(TOO_LARGE, str(exc)) from None
     except ImageDecodeError as exc:
         raise InputError(INVALID_IMAGE, str(exc)) from None
 
 
-def load_pixels(name: str, recipe: Preprocessing, limits: Limits) -> np.ndarray:
+def load_pixels(name: str, recipe: Preprocessing, limits: Limits, time_limit_s: float) -> np.ndarray:
     try:
         data = read_bytes(name, limits.max_body_bytes)
     except TooLarge as exc:
         raise InputError(TOO_LARGE, str(exc)) from None
     except OSError as exc:  # missing, a directory, no permission, a remote store refusing
         raise InputError(UNREADABLE, f"cannot read {name}: {exc}") from None
-    return pixels_from_bytes(data, recipe, limits)
+    return pixels_from_bytes(data, recipe, limits, time_limit_s)
 
 
-def decode_batch(batch: dict[str, np.ndarray], *, model_id: str, limits: Limits) -> dict[str, np.ndarray]:
+def decode_batch(
+    batch: dict[str, np.ndarray], *, model_id: str, limits: Limits, time_limit_s: float
+) -> dict[str, np.ndarray]:
     """Ray Data batch {path} -> {path, pixels, error_type, error}; "" means no error."""
     recipe = get_variant(model_id).preprocessing
     names = [str(n) for n in batch["path"]]
@@ -55,7 +60,7 @@ def decode_batch(batch: dict[str, np.ndarray], *, model_id: str, limits: Limits)
     error_types, errors = [""] * len(names), [""] * len(names)
     for i, name in enumerate(names):
         try:
-            pixels[i] = load_pixels(name, recipe, limits)
+            pixels[i] = load_pixels(name, recipe, limits, time_limit_s)
         except InputError as exc:
             error_types[i], errors[i] = exc.type, str(exc)
         except Exception as exc:  # the job outlives any surprise in one file; the row says what it was

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.config import Device, Precision, Settings
+from service.config import Device, Limits, Precision, Settings, VariantSettings
 
 
 class BulkJob(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_id: str
-    settings: Settings = Field(description="weights policy, checkpoint dir, limits, the variant's classifier settings")
+    variant: VariantSettings = Field(description="the model, its weights policy and its classifier settings")
+    limits: Limits = Field(description="the gateway's limits, applied to every input")
+    decode_time_limit_s: float = Field(gt=0, description="the gateway's time limit for decoding one image")
     top_k: int = Field(ge=1)
     precision: Precision
     batch_size: int = Field(ge=1, description="images per model call")
@@ -27,11 +28,15 @@ class BulkJob(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BulkJob:
-        if self.top_k > self.settings.limits.max_top_k:
-            raise ValueError(f"top_k {self.top_k} is above limits.max_top_k ({self.settings.limits.max_top_k})")
+        if self.top_k > self.limits.max_top_k:
+            raise ValueError(f"top_k {self.top_k} is above limits.max_top_k ({self.limits.max_top_k})")
         if self.device == "cuda" and self.num_gpus == 0:
             raise ValueError("device=cuda needs num_gpus > 0 per actor: Ray hides GPUs from actors without them")
         return self
+
+    @property
+    def model_id(self) -> str:
+        return self.variant.model_id
 
     @property
     def cpus_needed(self) -> float:
@@ -47,14 +52,16 @@ def make_job(
 ) -> BulkJob:
     """The variant's settings, then `overrides` (CLI flags that were given). On GPUs (device cuda, or auto on a
     cluster that has them) each actor takes one GPU and there is one actor per GPU unless told otherwise."""
-    cfg = settings.classifier_for(model_id)
+    variant = settings.variant(model_id)
+    cfg = variant.classifier
     device = overrides.get("device") or settings.device
     use_gpu = device == "cuda" or (device == "auto" and cluster_gpus > 0)
     num_gpus = float(overrides.get("num_gpus") or (1.0 if use_gpu else 0.0))  # type: ignore[arg-type]
     gpu_actors = max(1, int(cluster_gpus // num_gpus)) if use_gpu and num_gpus else 1
     values: dict[str, object] = {
-        "model_id": model_id,
-        "settings": settings,
+        "variant": variant,
+        "limits": settings.limits,
+        "decode_time_limit_s": settings.timeouts.decode_s,
         "top_k": 5,
         "precision": cfg.precision,
         "batch_size": cfg.batch.max_batch_size,

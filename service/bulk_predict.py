@@ -30,16 +30,20 @@ class BulkPredictor:
         self._lanes.run_setup(self._load)
 
     def _load(self) -> None:
-        job, cfg = self.job, self.job.settings.classifier_for(self.job.model_id)
-        weights = choose_weights(job.settings, job.model_id)
+        """As a classifier replica loads its model (service/classifier.py), with the bulk job's precision."""
+        job, cfg = self.job, self.job.variant.classifier
+        weights = choose_weights(job.variant)
         net = create_model(job.model_id, weights=weights.source)
         device = pick_device(job.device)
-        self.predictor = BatchPredictor(net, get_variant(job.model_id).preprocessing, device, job.precision,
-                                        cfg.channels_last)  # fmt: skip
+        self.predictor = BatchPredictor(
+            net, get_variant(job.model_id).preprocessing, device, job.precision, cfg.channels_last,
+            buckets=cfg.buckets, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
+        )  # fmt: skip
         self.labels = for_head(net.num_classes, cfg.labels_file)
         self.weights = "random-init" if weights.source is None else "checkpoint"
         self.weights_source = weights.description
-        log.info("%s on %s, %s, weights: %s", job.model_id, device, job.precision, weights.description)
+        log.info("%s on %s, precision %s (asked: %s), weights: %s", job.model_id, device, self.predictor.precision,
+                 job.precision, weights.description)  # fmt: skip
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])
@@ -59,7 +63,7 @@ class BulkPredictor:
             "model": [self.job.model_id] * n,
             "weights": [self.weights] * n,
             "weights_source": [self.weights_source] * n,
-            "precision": [self.job.precision] * n,
+            "precision": [self.predictor.precision] * n,
             "error_type": [str(e) or None for e in batch["error_type"]],
             "error": [str(e) or None for e in batch["error"]],
         }

@@ -3,6 +3,7 @@ with SIGKILL and resumed), a seeded test checkpoint, and the gateway's own decod
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,7 +13,6 @@ import sys
 import time
 import zlib
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -29,7 +29,7 @@ from service.bulk_inputs import SourceError, list_inputs
 from service.bulk_job import make_job
 from service.bulk_output import OutputMismatch, PartWriter, read_existing
 from service.config import Settings
-from service.gateway import Gateway
+from service.decode import Decoder
 
 ROOT = Path(__file__).parents[2]
 MODEL = "hornet-t"
@@ -38,7 +38,7 @@ GOOD = 200
 CONFIG = {
     "models": [MODEL],
     "weights_policy": "required",
-    "classifier": {"batch": {"max_batch_size": 8}, "max_ongoing_requests": 64},
+    "classifier": {"precision": "fp32", "batch": {"max_batch_size": 8}, "max_ongoing_requests": 64},
     "limits": {"max_body_bytes": 300_000, "max_pixels": 20_000_000},
 }
 SETTINGS = Settings.model_validate(CONFIG)
@@ -163,9 +163,19 @@ def _kill_after_parts(corpus: dict, out: Path, parts: int) -> None:
     assert proc.returncode == -signal.SIGKILL
 
 
-def _gateway_pixels(data: bytes) -> np.ndarray:
-    """The online service's decode path itself (Gateway._decode), with the same settings."""
-    return Gateway.func_or_class._decode(SimpleNamespace(settings=SETTINGS), data, MODEL)
+def _gateway_decode(uploads: list[bytes]) -> list[np.ndarray | Exception]:
+    """The online service's decoder itself (the gateway's `Decoder`, same settings): pixels, or the error."""
+
+    async def decode_all() -> list[np.ndarray | Exception]:
+        decoder, results = Decoder(SETTINGS.gateway, SETTINGS.limits, SETTINGS.timeouts.decode_s), []
+        for data in uploads:
+            try:
+                results.append(await decoder.pixels(data, get_variant(MODEL).preprocessing))
+            except (ImageDecodeError, ImageTooLargeError) as exc:
+                results.append(exc)
+        return results
+
+    return asyncio.run(decode_all())
 
 
 @pytest.fixture(scope="module")
@@ -208,12 +218,12 @@ def test_errors_are_rows_named_by_the_gateways_error_types(corpus, resumed):
             assert row["error"] is None and len(row["class_indices"]) == 5
     oversized = next(r for r in rows if r["path"].endswith("oversized.bmp"))
     assert "limit is 300000" in oversized["error"]
-    for path, error_type in corpus["bad"].items():  # the gateway refuses the same files for the same reasons
-        data = Path(path).read_bytes()
-        if not data or len(data) > CONFIG["limits"]["max_body_bytes"]:
-            continue  # refused before decoding by the gateway's upload checks (empty body, body limit)
-        with pytest.raises(ImageTooLargeError if error_type == TOO_LARGE else ImageDecodeError):
-            _gateway_pixels(data)
+    # The gateway refuses the same files for the same reasons (empty and oversized uploads are refused before
+    # decoding, by its upload checks).
+    decoded = {p: Path(p).read_bytes() for p in corpus["bad"]}
+    decoded = {p: d for p, d in decoded.items() if d and len(d) <= CONFIG["limits"]["max_body_bytes"]}
+    for path, error in zip(decoded, _gateway_decode(list(decoded.values())), strict=True):
+        assert isinstance(error, ImageTooLargeError if corpus["bad"][path] == TOO_LARGE else ImageDecodeError)
 
 
 def test_predictions_equal_the_model_on_the_gateways_pixels(corpus, resumed):
@@ -222,7 +232,7 @@ def test_predictions_equal_the_model_on_the_gateways_pixels(corpus, resumed):
     net = create_model(MODEL, weights=str(corpus["checkpoints"] / f"{MODEL}.pth"))
     predictor = BatchPredictor(net, get_variant(MODEL).preprocessing, "cpu", "fp32")
     paths = sorted(rows)
-    pixels = np.stack([_gateway_pixels(corpus["good"][p]) for p in paths])
+    pixels = np.stack(_gateway_decode([corpus["good"][p] for p in paths]))
     probs = torch.cat([predictor.logits(pixels[i : i + 16]).softmax(-1) for i in range(0, len(paths), 16)]).numpy()
     labels = imagenet_1k()
     exact = 0
@@ -282,8 +292,8 @@ def test_decode_stage_gives_the_gateways_pixels_and_names_what_it_cannot_read(tm
     good = tmp_path / "good.jpg"
     good.write_bytes(encode(photo(300, 200, seed=3), "JPEG"))
     batch = {"path": np.array([str(good), str(tmp_path / "missing.jpg"), str(tmp_path)], dtype=object)}
-    out = decode_batch(batch, model_id=MODEL, limits=SETTINGS.limits)
-    np.testing.assert_array_equal(out["pixels"][0], _gateway_pixels(good.read_bytes()))
+    out = decode_batch(batch, model_id=MODEL, limits=SETTINGS.limits, time_limit_s=SETTINGS.timeouts.decode_s)
+    np.testing.assert_array_equal(out["pixels"][0], _gateway_decode([good.read_bytes()])[0])
     assert list(out["error_type"]) == ["", UNREADABLE, UNREADABLE]
     assert "missing.jpg" in out["error"][1]
     assert not out["pixels"][1:].any()
