@@ -167,6 +167,15 @@ def test_embedded_serve_config_matches_the_checked_in_one(name):
     assert embedded["applications"][0]["args"]["weights_policy"] == "required"
 
 
+def test_make_targets_named_under_deploy_exist():
+    """Comments and docs under deploy/ name `make` targets: each exists in the Makefile."""
+    targets = set(re.findall(r"^([a-z][a-z0-9-]*):", (ROOT / "Makefile").read_text(), re.M))
+    files = [p for p in DEPLOY.rglob("*") if p.is_file() and p.suffix in {".yaml", ".yml", ".md", ".sh", ".txt", ""}]
+    texts = [p.read_text() for p in [*files, ROOT / "docker-compose.yml"]]
+    named = {m for text in texts for m in re.findall(r"\bmake ([a-z][a-z0-9-]*)", text)}
+    assert named and named <= targets, named - targets
+
+
 # ---- KubeRay rules -------------------------------------------------------------------------------------
 
 
