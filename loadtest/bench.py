@@ -89,11 +89,10 @@ def measure_service(args: argparse.Namespace, image_files: list[Path], mode: str
     return json.loads(out.read_text())
 
 
-def outside_model_ms(row: dict) -> float:
-    """CPU per answered request spent by everything but the model replica (the load generator excluded)."""
-    return sum(
-        ms for role, ms in row["cpu_ms_per_request"].items() if role != MODEL_ROLE and "load generator" not in role
-    )
+def outside_model_ms(row: dict, key: str = "cpu_ms_per_request") -> float:
+    """CPU per answered request spent by everything but the model replica (the load generator excluded);
+    with key="marginal_cpu_ms_per_request", less what each role burns when idle."""
+    return sum(ms for role, ms in row[key].items() if role != MODEL_ROLE and "load generator" not in role)
 
 
 def plot(runs: list[dict], model_only: dict, title: str, path: Path) -> None:
@@ -134,14 +133,16 @@ def print_report(model_only: dict, runs: list[dict]) -> dict:
                   f"{r['p99_ms']:>8.1f} {r['decode_ms']:>7.1f} {r['queue_ms']:>7.1f} {r['inference_ms']:>7.1f} "
                   f"{outside_model_ms(r):>8.1f} {r['errors']:>6}")  # fmt: skip
     print("(outside: CPU ms per answered request spent outside the model replica, load generator excluded)")
-    print("\nCPU ms per answered request, by process role (2 cores = 2000 ms per second):")
+    print("\nCPU ms per answered request, by process role (2 cores = 2000 ms per second), and idle ms per second:")
     for run in runs:
         roles = sorted({role for r in run["rows"] for role in r["cpu_ms_per_request"]})
-        print(
-            f"{run['mode']:38}" + "".join(f"{r['upload'][:4] + ' c=' + str(r['concurrency']):>13}" for r in run["rows"])
-        )
+        columns = "".join(f"{r['upload'][:4] + ' c=' + str(r['concurrency']):>13}" for r in run["rows"])
+        print(f"{run['mode']:38}{columns}{'idle ms/s':>13}")
         for role in roles:
-            print(f"  {role:36}" + "".join(f"{r['cpu_ms_per_request'].get(role, 0):>13.1f}" for r in run["rows"]))
+            cells = "".join(f"{r['cpu_ms_per_request'].get(role, 0):>13.1f}" for r in run["rows"])
+            print(f"  {role:36}{cells}{run['idle_cpu_ms_per_s'].get(role, 0):>13.1f}")
+        cells = "".join(f"{outside_model_ms(r, 'marginal_cpu_ms_per_request'):>13.1f}" for r in run["rows"])
+        print(f"  {'outside the model, less idle cost':36}{cells}")
         print(f"  {'Ray Serve floor (empty pipeline), c=1 p50 ms':36}{run['serve_floor_ms']:>13.1f}")
     shipped = runs[0]
     raw = [r for r in shipped["rows"] if r["upload"] == "raw"]
@@ -153,11 +154,13 @@ def print_report(model_only: dict, runs: list[dict]) -> dict:
         "overhead_at_c1_ms": c1["p50_ms"] - model_only["batch1_ms"],
         "replica_inference_at_c1_ms": c1["inference_ms"],
         "outside_model_cpu_ms_at_top_concurrency": outside_model_ms(top),
+        "outside_model_marginal_cpu_ms_at_top_concurrency": outside_model_ms(top, "marginal_cpu_ms_per_request"),
     }
     print(f"\n{shipped['mode']}: ratio service/model at c={top['concurrency']}: {summary['ratio_at_top_concurrency']:.2f}; "
           f"overhead at c=1: {summary['overhead_at_c1_ms']:.1f} ms (the replica's batch-1 forward: "
           f"{c1['inference_ms']:.1f} ms, in-process {model_only['batch1_ms']:.1f} ms); CPU outside the model at "
-          f"c={top['concurrency']}: {summary['outside_model_cpu_ms_at_top_concurrency']:.1f} ms per request")  # fmt: skip
+          f"c={top['concurrency']}: {summary['outside_model_cpu_ms_at_top_concurrency']:.1f} ms per request, "
+          f"{summary['outside_model_marginal_cpu_ms_at_top_concurrency']:.1f} less the idle cost")  # fmt: skip
     return summary
 
 

@@ -27,10 +27,8 @@ def _simplejpeg(data: bytes, min_side: int | None) -> Image.Image:
 
     if min_side is None:
         return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB"))
-    width, height = simplejpeg.decode_jpeg_header(data)[:2]
-    # The smallest DCT scale (n/8) that keeps the short side at or above min_side, as Pillow's draft does.
-    scale = next((n for n in (1, 2, 4) if min(width, height) * n / 8 >= min_side), 8)
-    return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB", min_factor=8 / scale))
+    # The smallest DCT scale (n/8) whose short side stays at or above min_side, as Pillow's draft does.
+    return Image.fromarray(simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=min_side, min_width=min_side))
 
 
 def _ms_per_image(fn: Callable[[], object], seconds: float) -> float:

@@ -85,6 +85,11 @@ def run(args: argparse.Namespace) -> dict:
     with local_service(settings, quiet=True) as base_url:
         _wait_ready(base_url)
         url = f"{base_url}/v1/classify?model={args.model}"
+        # What each role burns with no request at all (control loops, health checks, metrics), per second:
+        # on a slow model this fixed cost, divided by few requests, would read as a per-request cost.
+        before = cpu_seconds_by_role()
+        time.sleep(args.seconds)
+        idle_ms_per_s = {role: s / args.seconds * 1e3 for role, s in (cpu_seconds_by_role() - before).items()}
         for kind in args.uploads:
             bodies, content_type = uploads[kind]
             for c in args.concurrency:
@@ -94,6 +99,10 @@ def run(args: argparse.Namespace) -> dict:
                 spent = cpu_seconds_by_role() - before
                 row = {"upload": kind, **summarize(c, load)}
                 row["cpu_ms_per_request"] = {role: s / max(1, row["requests"]) * 1e3 for role, s in spent.items()}
+                row["marginal_cpu_ms_per_request"] = {
+                    role: (s - idle_ms_per_s.get(role, 0) / 1e3 * load.elapsed_s) / max(1, row["requests"]) * 1e3
+                    for role, s in spent.items()
+                }
                 rows.append(row)
                 args.json.write_text(
                     json.dumps({"mode": args.mode, "rows": rows}, indent=2)
@@ -104,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
 
         floor_ms = measure_floor_ms(settings.port, images[0], min(5.0, args.seconds))
     return {"mode": args.mode, "env": MODES[args.mode], "settings": settings.model_dump(mode="json"), "rows": rows,
-            "serve_floor_ms": floor_ms}  # fmt: skip
+            "idle_cpu_ms_per_s": idle_ms_per_s, "serve_floor_ms": floor_ms}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
