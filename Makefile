@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test lint serve bench deploy-configs soak clean
+.PHONY: install system-deps test lint serve bench deploy-configs soak clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,3 +58,12 @@ soak: $(STAMP)
 	  until curl -sf http://127.0.0.1:8077/readyz >/dev/null; do sleep 2; done; \
 	  $(VENV)/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8077 --headless -u 8 -r 2 \
 	    -t $(SOAK_MINUTES)m --csv artifacts/soak --exit-code-on-error 1
+
+# The prepared GPU check (JSON + markdown in $(GPU_CHECK_OUT)); run on the GPU machine with its own python3, where
+# pydantic is missing: wheels carried in build/gpu-wheels go to build/gpu-site first. On a CPU:
+# make gpu-check PYTHON=.venv/bin/python GPU_CHECK_ARGS=--quick
+GPU_CHECK_OUT ?= artifacts/gpu
+gpu-check:
+	$(PYTHON) -c "import pydantic" 2>/dev/null || $(PYTHON) -m pip install -q --no-index --no-deps --no-compile \
+		--no-cache-dir --upgrade --target build/gpu-site build/gpu-wheels/*.whl
+	PYTHONPATH=.:build/gpu-site $(PYTHON) -m loadtest.gpu_check $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

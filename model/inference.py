@@ -163,10 +163,10 @@ class BatchPredictor:
             return self._forward(x, self.max_top_k)
 
         if self.compile != "off":
-            compiled = _compile(forward, self.compile)
-            candidate = self._eager_runner(lambda x, k: compiled(x))
-            if self._attempt("compile", notes, lambda: self._first_run(candidate, size)):
-                kind, runner, forward = "compiled", candidate, compiled
+            compiled = self._attempt("compile", notes, lambda: self._compiled(forward, size))
+            if compiled is not None:
+                kind, forward = "compiled", compiled
+                runner = self._eager_runner(lambda x, k: compiled(x))
         if self.cuda_graphs:
             from model.cuda_graph import CudaGraphRunner
 
@@ -186,10 +186,12 @@ class BatchPredictor:
 
         return run
 
-    def _first_run(self, runner: Runner, size: int) -> bool:
+    def _compiled(self, forward: Callable, size: int) -> Callable:
+        """`forward` compiled for batches of `size` (compiling happens at this first call)."""
+        compiled = _compile(forward, self.compile)
         with torch.inference_mode(), self._staging.take(size) as host:
-            runner(host.zero_(), size, self.max_top_k)
-        return True
+            compiled(host.zero_().to(self.device))
+        return compiled
 
     @staticmethod
     def _attempt(what: str, notes: list[str], fn: Callable[[], T]) -> T | None:
