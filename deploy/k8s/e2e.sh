@@ -20,7 +20,7 @@ cleanup() {
 trap cleanup EXIT
 
 # The image under the name the cpu overlay renders, so the kind node has it and never pulls.
-IMAGE="$(kubectl kustomize "$ROOT/deploy/k8s/overlays/cpu" | awk '$1 == "image:" {print $2; exit}')"
+IMAGE="$(kubectl kustomize "$ROOT/deploy/k8s/overlays/cpu" | awk '$1 == "image:" && !seen++ {print $2}')"
 docker build -f "$ROOT/deploy/Dockerfile" -t "$IMAGE" "$ROOT"
 
 kind create cluster --name "$CLUSTER" --wait 180s
