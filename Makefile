@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test lint serve bench deploy-configs soak clean gpu-check
+.PHONY: install system-deps test lint serve bench bench-bulk deploy-configs soak clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m loadtest.bench_model --model hornet-t --batch-sizes 1,8 --json artifacts/bench/model_levers.json
 	$(PY) -m loadtest.bench --model hornet-t --jpeg-draft
+
+# Bulk classification (Ray Data) against the in-process model at the same precision (docs/bulk.md).
+bench-bulk: $(STAMP)
+	$(PY) -m loadtest.bench_bulk --model hornet-t --precision bf16 --json artifacts/bench/bulk.json
 
 # Regenerate the Serve configs (serve deploy) and the KubeRay serveConfigV2 patches from deploy/config/*.yaml.
 deploy-configs: $(STAMP)
