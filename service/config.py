@@ -125,6 +125,7 @@ class GatewaySettings(_Strict):
     num_cpus: float = Field(0.25, ge=0)
     max_ongoing_requests: int = Field(64, ge=1)
     max_queued_requests: int = Field(256, ge=1)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources (placement)")
     decode_threads: int = Field(2, ge=1, description="threads decoding images per gateway replica")
     decode_queue: int = Field(16, ge=0, description="uploads waiting for a decode thread per replica; more: 503")
     heavy_decode_pixels: int = Field(

@@ -53,7 +53,7 @@ def gateway_deployment(settings: Settings) -> dict[str, Any]:
         "max_queued_requests": gw.max_queued_requests,
         # Serve's own answer when the gateway's queue is full: 503 with Retry-After, as every other 503.
         "backpressure_config": {"status_code": 503, "retry_after_s": settings.timeouts.retry_after_s},
-        "ray_actor_options": {"num_cpus": gw.num_cpus},
+        "ray_actor_options": {"num_cpus": gw.num_cpus, **({"resources": dict(gw.resources)} if gw.resources else {})},
     }
 
 

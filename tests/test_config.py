@@ -1,3 +1,4 @@
+import logging
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,7 @@ def test_checked_in_serve_configs_are_current_and_valid(path):
 
 
 def test_overrides_for_a_variant_that_is_not_enabled_are_ignored_with_a_log_line(caplog):
+    caplog.set_level(logging.INFO, logger="hornet-serve")
     s = load_settings(ROOT / "deploy" / "config" / "local.yaml", {"models": ["hornet-t"]}, environ={})
     assert s.models == ["hornet-t"]
     assert "per_model settings for 'hornet-l-gf384' ignored" in caplog.text
