@@ -249,16 +249,22 @@ def section_correctness(plan: Plan, device: torch.device) -> dict:
     fp32 = BatchPredictor(net, recipe, device)
     checks: dict[str, dict] = {}
 
-    diff = _max_diff(fp32.logits(pixels)[0].cpu(), expected)
-    checks["golden logits fp32 (default TF32 settings)"] = {"max_abs_diff": diff, "pass": diff <= 1e-3}
-    if device.type == "cuda":
+    if device.type == "cuda":  # SPEC.md's 1e-3 holds for true fp32; torch lets cuDNN convolutions use TF32
+        diff = _max_diff(fp32.logits(pixels)[0].cpu(), expected)
+        checks["golden logits, fp32 with cuDNN TF32 (torch's default)"] = {
+            "max_abs_diff": diff,
+            "tolerance": 1e-2,
+            "pass": diff <= 1e-2,
+        }
         saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         try:
             diff = _max_diff(fp32.logits(pixels)[0].cpu(), expected)
         finally:
             torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
-        checks["golden logits fp32 (TF32 off)"] = {"max_abs_diff": diff, "pass": diff <= 1e-3}
+    else:
+        diff = _max_diff(fp32.logits(pixels)[0].cpu(), expected)
+    checks["golden logits fp32"] = {"max_abs_diff": diff, "tolerance": 1e-3, "pass": diff <= 1e-3}
     top5 = _top5(fp32, pixels)[0].tolist()
     want = expected.topk(5).indices.tolist()
     checks["golden top-5 fp32"] = {"top5": top5, "expected": want, "pass": top5 == want}
@@ -363,6 +369,7 @@ def _series(net, variant_id: str, precision: str, mode: str, plan: Plan, budget:
 
 
 def section_throughput(variant_id: str, plan: Plan, budget: Budget, report: Report) -> list[dict]:
+    _free_gpu_memory()  # peak memory per configuration counts only this variant
     net = create_model(variant_id)
     series = [(p, m) for p in plan.precisions for m in plan.modes]
     rows: list[dict] = []
@@ -493,7 +500,7 @@ def markdown(data: dict) -> str:
     if "correctness" in s:
         checks = [{"check": k, **{f: v for f, v in c.items() if f != "pass"}, "pass": c["pass"]}
                   for k, c in s["correctness"]["checks"].items()]  # fmt: skip
-        lines += ["## Correctness", "", *_table(checks, ["check", "pass", "max_abs_diff", "top5_agreement",
+        lines += ["## Correctness", "", *_table(checks, ["check", "pass", "max_abs_diff", "tolerance", "top5_agreement",
                                                            "top1_equal", "runner"]), ""]  # fmt: skip
     for name in [n for n in s if n.startswith(("throughput:", "compile"))]:
         rows = s[name] or []
@@ -528,10 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("outdir", type=Path)
     p.add_argument("--quick", action="store_true", help="CPU, tiny batches, short windows: under a minute")
-    p.add_argument("--budget-s", type=float, help="wall-clock budget for all sections (default 300, quick 40)")
+    p.add_argument("--budget-s", type=float, help="wall-clock budget for all sections (default 280, quick 40)")
     args = p.parse_args(argv)
     plan = QUICK if args.quick else FULL
-    budget = Budget(args.budget_s or (40 if args.quick else 300))
+    budget = Budget(args.budget_s or (40 if args.quick else 280))
     report = Report(args.outdir)
     report.data["plan"] = asdict(plan)
     report.section("decode", lambda: section_decode(plan, budget.share(plan.shares["decode"]), report))

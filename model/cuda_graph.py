@@ -2,7 +2,7 @@
 
 Replaying a graph launches the whole forward (normalisation, model, softmax, top-k) as one unit, so a small
 batch does not pay a kernel launch per layer from Python. The graph reads a static input buffer on the GPU
-and writes static outputs; one lock per graph keeps concurrent callers off each other's buffers.
+and writes static outputs; a lock keeps concurrent callers off those buffers from the copy in to the copy out.
 """
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ Forward = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 class CudaGraphRunner:
-    def __init__(self, forward: Forward, input_shape: tuple[int, ...], device: torch.device, pool) -> None:
-        """Capture `forward` (uint8 NHWC on the GPU -> top-k scores and indices). `pool` is a graph memory
-        pool shared by the batch sizes of one predictor (they never replay at the same time on one stream)."""
+    def __init__(
+        self, forward: Forward, input_shape: tuple[int, ...], device: torch.device, pool, lock: threading.Lock
+    ) -> None:
+        """Capture `forward` (uint8 NHWC on the GPU -> top-k scores and indices). `pool`: a graph memory pool
+        shared by every graph whose replays `lock` serialises (a replay may overwrite the others' outputs)."""
         self.static_input = torch.zeros(input_shape, dtype=torch.uint8, device=device)
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
@@ -30,7 +32,7 @@ class CudaGraphRunner:
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph, pool=pool):
             self.scores, self.indices = forward(self.static_input)
-        self._lock = threading.Lock()
+        self._lock = lock
 
     def __call__(self, host: torch.Tensor, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:

@@ -55,7 +55,7 @@ def _compile(fn: Callable, mode: CompileMode) -> Callable:
 
 class BatchPredictor:
     """Runs one HorNet on one device (see the module docstring). Thread-safe: concurrent `predict` calls
-    each stage into their own buffer; a captured graph serves one call at a time."""
+    each stage into their own buffer; captured graphs serve one call at a time."""
 
     def __init__(
         self,
@@ -90,7 +90,10 @@ class BatchPredictor:
         self._runners: dict[int, Runner] = {}
         self.runner_kinds: dict[int, str] = {}
         self._runners_lock = threading.Lock()
+        # The graphs of all batch sizes share one memory pool, so one graph's intermediates may overlay another's
+        # outputs: a replay and the copy of its outputs hold this lock across all sizes.
         self._graph_pool = torch.cuda.graph_pool_handle() if cuda_graphs else None
+        self._graph_lock = threading.Lock()
 
     @property
     def static(self) -> bool:
@@ -128,8 +131,8 @@ class BatchPredictor:
             parts = [self.predict(batch[i : i + largest], k) for i in range(0, len(batch), largest)]
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         n, size = len(batch), bucket_for(len(batch), self.buckets)
-        runner = self._runner(size)
-        with torch.inference_mode():
+        with torch.inference_mode():  # graphs are captured and code compiled in it too, as they will run
+            runner = self._runner(size)
             if size == n and self.device.type == "cpu":
                 return runner(batch, n, k)
             with self._staging.take(size) as host:
@@ -172,7 +175,9 @@ class BatchPredictor:
 
             shape = (size, self.recipe.input_size, self.recipe.input_size, 3)
             graph = self._attempt(
-                "CUDA graph capture", notes, lambda: CudaGraphRunner(forward, shape, self.device, self._graph_pool)
+                "CUDA graph capture",
+                notes,
+                lambda: CudaGraphRunner(forward, shape, self.device, self._graph_pool, self._graph_lock),
             )
             if graph is not None:
                 kind, runner = ("compiled+cuda-graph" if kind == "compiled" else "cuda-graph"), graph
@@ -189,7 +194,7 @@ class BatchPredictor:
     def _compiled(self, forward: Callable, size: int) -> Callable:
         """`forward` compiled for batches of `size` (compiling happens at this first call)."""
         compiled = _compile(forward, self.compile)
-        with torch.inference_mode(), self._staging.take(size) as host:
+        with self._staging.take(size) as host:
             compiled(host.zero_().to(self.device))
         return compiled
 
