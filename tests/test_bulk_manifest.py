@@ -12,6 +12,7 @@ No RayJob CRD is stored with the project (tests/data holds KubeRay's RayService 
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import re
@@ -67,9 +68,14 @@ RAYJOB_SPEC = {
 }
 
 
+@functools.lru_cache
+def _rendered() -> str:
+    return subprocess.run(["kubectl", "kustomize", str(BULK)], check=True, capture_output=True, text=True).stdout
+
+
 def _render() -> list[Doc]:
-    out = subprocess.run(["kubectl", "kustomize", str(BULK)], check=True, capture_output=True, text=True).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    """The rendered objects (fresh copies: tests change them)."""
+    return [doc for doc in yaml.safe_load_all(_rendered()) if doc]
 
 
 def _rayjob() -> Doc:
@@ -77,17 +83,22 @@ def _rayjob() -> Doc:
     return job
 
 
-def _ray_cluster_schema() -> Doc:
+@functools.lru_cache
+def _ray_cluster_validator() -> jsonschema.protocols.Validator:
+    """The RayService CRD's `rayClusterConfig` schema (its check against the metaschema done once)."""
     with gzip.open(ROOT / "tests" / "data" / "ray.io_rayservices.yaml.gz", "rt") as f:
         crd = yaml.safe_load(f)
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rayClusterConfig"]
+    schema = v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rayClusterConfig"]
+    validator = jsonschema.validators.validator_for(schema)
+    validator.check_schema(schema)
+    return validator(schema)
 
 
 def _validate(job: Doc) -> None:
     assert job["apiVersion"] == "ray.io/v1" and job["metadata"]["name"]
     jsonschema.validate(job["spec"], RAYJOB_SPEC)
-    jsonschema.validate(job["spec"]["rayClusterSpec"], _ray_cluster_schema())
+    _ray_cluster_validator().validate(job["spec"]["rayClusterSpec"])
 
 
 def _groups(job: Doc) -> list[tuple[str, Doc]]:
