@@ -127,12 +127,12 @@ class GatewaySettings(_Strict):
     max_queued_requests: int = Field(256, ge=1)
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources (placement)")
     decode_threads: int = Field(2, ge=1, description="threads decoding images per gateway replica")
-    decode_queue: int = Field(16, ge=0, description="uploads waiting for a decode thread per replica; more: 503")
+    decode_queue: int = Field(32, ge=0, description="uploads waiting for a decode thread per replica; more: 503")
     heavy_decode_pixels: int = Field(
         4_000_000, ge=1, description="uploads decoding more pixels than this take the heavy lane"
     )
     heavy_decode_threads: int = Field(1, ge=1, description="threads of the heavy lane per replica")
-    heavy_decode_queue: int = Field(2, ge=0, description="uploads waiting for the heavy lane per replica; more: 503")
+    heavy_decode_queue: int = Field(8, ge=0, description="uploads waiting for the heavy lane per replica; more: 503")
     heavy_decode_nice: int = Field(
         10, ge=0, le=19, description="niceness added to the heavy lane: costly images yield the CPU to the rest"
     )
