@@ -54,14 +54,12 @@ deploy-configs: $(STAMP)
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
 
-# A long soak: the local service under Locust for $(SOAK_MINUTES) minutes (not part of `make test`).
+# A soak (not part of `make test`): the local service under a mixed Locust load for $(SOAK_MINUTES) minutes;
+# RSS of every service process and p50/p99 each minute into artifacts/soak/ (CSV + soak.png), then the check:
+# RSS flat within 10% after warm-up, zero unexpected errors (exit status 1 otherwise).
 SOAK_MINUTES ?= 30
 soak: $(STAMP)
-	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml --weights random --port 8077 --metrics-port 8078 & \
-	  pid=$$!; trap "kill $$pid" EXIT; mkdir -p artifacts; \
-	  until curl -sf http://127.0.0.1:8077/readyz >/dev/null; do sleep 2; done; \
-	  $(VENV)/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8077 --headless -u 8 -r 2 \
-	    -t $(SOAK_MINUTES)m --csv artifacts/soak --exit-code-on-error 1
+	$(PY) -m loadtest.soak --minutes $(SOAK_MINUTES) --out artifacts/soak
 
 # The prepared GPU check (JSON + markdown in $(GPU_CHECK_OUT)); run on the GPU machine with its own python3, where
 # pydantic is missing: wheels carried in build/gpu-wheels go to build/gpu-site first. On a CPU:

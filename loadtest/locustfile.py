@@ -7,17 +7,21 @@ Environment:
     HORNET_LOAD_MODELS     model mix as id:weight pairs (default "hornet-t:9,hornet-l-gf384:1")
     HORNET_LOAD_CORPUS     directory of images (default loadtest/corpus, generated when empty)
     HORNET_LOAD_BAD_SHARE  share of deliberately bad requests (default 0.05)
+    HORNET_API_KEY         sent as `Authorization: Bearer <key>` when the service requires keys
+    HORNET_LOAD_LOG        a CSV file to append every request to (time, name, status, ms, ok): the soak's record
 """
 
 from __future__ import annotations
 
 import os
 import random
+import time
 from pathlib import Path
 
-from locust import HttpUser, between, task
+from locust import HttpUser, between, events, task
+from PIL import Image
 
-from loadtest.corpus import make_corpus
+from loadtest.corpus import encode, make_corpus, photo
 
 
 def model_mix(spec: str) -> tuple[list[str], list[float]]:
@@ -31,13 +35,27 @@ CORPUS_DIR = Path(os.environ.get("HORNET_LOAD_CORPUS", Path(__file__).parent / "
 IMAGES = [(p.name, p.read_bytes()) for p in sorted(CORPUS_DIR.glob("*")) if p.is_file()] or [
     (p.name, p.read_bytes()) for p in make_corpus(CORPUS_DIR)
 ]
+AUTH = {"Authorization": f"Bearer {os.environ['HORNET_API_KEY']}"} if os.environ.get("HORNET_API_KEY") else {}
 # (what, query, body, content type, expected status)
 BAD_REQUESTS = [
     ("unknown model", "model=resnet50", IMAGES[0][1], "image/jpeg", 404),
     ("not an image", "model=hornet-t", b"this is not an image", "image/jpeg", 400),
     ("top_k=0", "model=hornet-t&top_k=0", IMAGES[0][1], "image/jpeg", 422),
     ("text body", "model=hornet-t", b"hello", "text/plain", 415),
-]
+    ("undocumented format (EPS)", "model=hornet-t", encode(photo(64, 64), "EPS"), "image/eps", 400),
+    ("WebP bomb over its decode budget", "model=hornet-t",
+     encode(Image.new("RGB", (5000, 5000), (9, 9, 9)), "WEBP", lossless=True), "image/webp", 413),
+]  # fmt: skip
+LOG_PATH = os.environ.get("HORNET_LOAD_LOG")
+
+
+if LOG_PATH:
+    _log = open(LOG_PATH, "a", buffering=1)  # noqa: SIM115 (open for the whole run, one line per request)
+
+    @events.request.add_listener
+    def _log_request(name: str, response_time: float, response, exception, **_: object) -> None:
+        status = response.status_code if response is not None else 0
+        _log.write(f"{time.time():.3f},{name},{status},{response_time:.1f},{int(exception is None)}\n")
 
 
 class ClassifyUser(HttpUser):
@@ -53,10 +71,10 @@ class ClassifyUser(HttpUser):
         content_type = "image/jpeg" if filename.endswith(".jpg") else "image/png"
         url = f"/v1/classify?model={model}"
         if random.random() < 0.5:
-            request = self.client.post(url, data=data, headers={"Content-Type": content_type},
+            request = self.client.post(url, data=data, headers={"Content-Type": content_type, **AUTH},
                                        name=f"classify {model} (raw)", catch_response=True)  # fmt: skip
         else:
-            request = self.client.post(url, files={"file": (filename, data, content_type)},
+            request = self.client.post(url, files={"file": (filename, data, content_type)}, headers=AUTH,
                                        name=f"classify {model} (multipart)", catch_response=True)  # fmt: skip
         with request as response:
             if response.status_code != 200:
@@ -68,7 +86,7 @@ class ClassifyUser(HttpUser):
 
     def _bad_request(self) -> None:
         what, query, body, content_type, expected = random.choice(BAD_REQUESTS)
-        with self.client.post(f"/v1/classify?{query}", data=body, headers={"Content-Type": content_type},
+        with self.client.post(f"/v1/classify?{query}", data=body, headers={"Content-Type": content_type, **AUTH},
                               name=f"bad request: {what}", catch_response=True) as response:  # fmt: skip
             if response.status_code == expected and "error" in response.json():
                 response.success()
