@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from ray import serve
 
 from model import BatchPredictor, CheckpointError, create_model, get_variant, pick_device
@@ -67,11 +68,13 @@ class Classifier:
         variant = get_variant(settings.model_id)
         device = pick_device(settings.device)
         precision = resolve_precision(cfg.precision, device)
+        if device.type == "cuda":  # fixed shapes (buckets): let cuDNN pick the fastest kernels once
+            torch.backends.cudnn.benchmark = True
         weights = choose_weights(settings)
         net = create_model(variant.id, weights=weights.source)
         self.predictor = BatchPredictor(
             net, variant.preprocessing, device, precision, cfg.channels_last,
-            buckets=cfg.buckets, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
+            buckets=cfg.buckets, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, max_top_k=settings.max_top_k,
         )  # fmt: skip
         log.info("%s on %s, precision %s (configured: %s), weights: %s", variant.id, device, precision, cfg.precision,
                  weights.description)  # fmt: skip

@@ -116,6 +116,7 @@ class VariantSettings(_Strict):
     device: Device
     weights_policy: WeightsPolicy
     checkpoint_dir: str | None
+    max_top_k: int
     classifier: ClassifierSettings
 
 
@@ -231,6 +232,7 @@ class Settings(_Strict):
             device=self.device,
             weights_policy=self.weights_policy,
             checkpoint_dir=self.checkpoint_dir,
+            max_top_k=self.limits.max_top_k,
             classifier=self.classifier_for(model_id),
         )
 
