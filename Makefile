@@ -33,14 +33,16 @@ test: $(STAMP) system-deps lint
 serve: $(STAMP)
 	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml $(ARGS)
 
-# Model-only table (one lever per row), then the service against the model over HTTP (JSON + PNG in artifacts/).
+# Model-only table (one lever per row), decode cost per path, then the service in two Ray modes against the model
+# over HTTP (JSON + PNG in artifacts/bench).
 bench: $(STAMP)
 	$(PY) -m loadtest.bench_model --model hornet-t --batch-sizes 1,8 --json artifacts/bench/model_levers.json
-	$(PY) -m loadtest.bench --model hornet-t --jpeg-draft
+	$(PY) -m loadtest.bench_decode
+	$(PY) -m loadtest.bench --model hornet-t --modes shipped,python-proxy
 
 # Bulk classification (Ray Data) against the in-process model at the same precision (docs/bulk.md).
 bench-bulk: $(STAMP)
-	$(PY) -m loadtest.bench_bulk --model hornet-t --precision bf16 --json artifacts/bench/bulk.json
+	$(PY) -m loadtest.bench_bulk --model hornet-t --precision auto --json artifacts/bench/bulk.json
 
 # Regenerate the Serve configs (serve deploy) and the KubeRay serveConfigV2 patches from deploy/config/*.yaml.
 deploy-configs: $(STAMP)

@@ -1,7 +1,7 @@
 """Bulk classification (Ray Data) against the model alone: images/s of `hornet-classify-bulk` on a JPEG corpus
 and of the same model in-process at the same precision and batch size (issue target: bulk >= 0.85x).
 
-    python -m loadtest.bench_bulk --model hornet-t --precision bf16 --images 2000 --json artifacts/bench/bulk.json
+    python -m loadtest.bench_bulk --model hornet-t --precision auto --images 2000 --json artifacts/bench/bulk.json
 
 The model-only reference is the fastest of three windows of `BatchPredictor.predict` on one uint8 batch
 (loadtest.bench_model). The bulk run reads, decodes and resizes every photo too; its rate counts from its first
@@ -57,7 +57,7 @@ def bulk(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="hornet-t")
-    p.add_argument("--precision", default="bf16", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--images", type=int, default=2000)
