@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weights", choices=["auto", "required", "random"], help="weights policy (default auto)")
     p.add_argument("--checkpoint-dir", help="directory with checkpoints")
     p.add_argument("--top-k", type=int, help="classes per image (default 5)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], help="default: the variant's setting")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default: the variant's setting")
     p.add_argument("--batch-size", type=int, help="images per model call (default: the variant's max_batch_size)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's (auto: GPUs if any)")
     p.add_argument("--concurrency", type=int, help="model actors (default: one per GPU, or 1 on CPUs)")
