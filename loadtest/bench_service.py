@@ -18,10 +18,9 @@ import statistics
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 
-from loadtest.http_load import LoadResult, closed_loop, multipart
+from loadtest.http_load import LoadResult, closed_loop, multipart, wait_ready
 from loadtest.process_cpu import cpu_seconds_by_role
 from service.config import Settings
 
@@ -58,18 +57,6 @@ def summarize(concurrency: int, load: LoadResult) -> dict:
     }  # fmt: skip
 
 
-def _wait_ready(base_url: str, timeout_s: float = 300) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(1)
-    raise RuntimeError("the service never became ready")
-
-
 def run(args: argparse.Namespace) -> dict:
     from service.local import local_service
 
@@ -83,7 +70,7 @@ def run(args: argparse.Namespace) -> dict:
     uploads = {"raw": (images, "image/jpeg"), "multipart": ([multipart(img)[0] for img in images], boundary_type)}
     rows = []
     with local_service(settings, quiet=True) as base_url:
-        _wait_ready(base_url)
+        wait_ready(base_url, timeout_s=300)
         url = f"{base_url}/v1/classify?model={args.model}"
         # What each role burns with no request at all (control loops, health checks, metrics), per second:
         # on a slow model this fixed cost, divided by few requests, would read as a per-request cost.

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+import httpx
 
 
 @dataclass
@@ -104,3 +107,18 @@ async def closed_loop(
     await asyncio.gather(*(user(i) for i in range(concurrency)))
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def wait_ready(base_url: str, timeout_s: float, server: subprocess.Popen | None = None) -> None:
+    """Until GET /readyz answers 200; fails at once if `server` (the service's process) exits meanwhile."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server is not None and server.poll() is not None:
+            raise RuntimeError(f"the service exited with status {server.returncode}")
+        try:
+            if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise RuntimeError(f"the service was not ready within {timeout_s:.0f} s")

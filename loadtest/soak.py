@@ -31,8 +31,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import psutil
+
+from loadtest.http_load import wait_ready
 
 GROWTH_LIMIT = 0.10
 JUDGED_MB = 100
@@ -172,20 +173,6 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"hornet-serve exited with status {server.returncode}; see serve.log")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(2)
-    raise SystemExit(f"hornet-serve was not ready within {timeout_s:.0f} s")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--minutes", type=int, default=30)
@@ -208,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
             stdout=serve_log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         try:
-            wait_ready(url, server, timeout_s=600)
+            wait_ready(url, timeout_s=600, server=server)
             print(f"service ready at {url}; soaking for {args.minutes} min with {args.users} users", flush=True)
             env = {**os.environ, "HORNET_LOAD_LOG": str(requests_csv), "HORNET_LOAD_MODELS": args.models,
                    "HORNET_LOAD_BAD_SHARE": args.bad_share}  # fmt: skip
