@@ -61,26 +61,27 @@ class InvalidParameter(ApiError):
     status, type = 422, "invalid_parameter"
 
 
-class RateLimited(ApiError):
-    """The API key's token bucket is empty: retry after `Retry-After` seconds."""
-
-    status, type = 429, "rate_limited"
+class RetryLater(ApiError):
+    """An error the client should retry after `Retry-After` seconds."""
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class RateLimited(RetryLater):
+    """The API key's token bucket is empty."""
+
+    status, type = 429, "rate_limited"
 
 
 class HeadersTooLarge(ApiError):
     status, type = 431, "request_header_fields_too_large"
 
 
-class Unavailable(ApiError):
-    """Overloaded or not ready: the client should retry after `Retry-After` seconds."""
+class Unavailable(RetryLater):
+    """Overloaded or not ready."""
 
     status, type = 503, "unavailable"
-
-    def __init__(self, message: str, retry_after_s: int) -> None:
-        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 
 class Timeout(ApiError):
