@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from ray import serve
 
 from model import BatchPredictor, CheckpointError, create_model, get_variant, pick_device
+from model.inference import tune_for_fixed_shapes
 from model.precision import resolve_precision
 from service.config import LiveBatchSettings, VariantSettings
 from service.metrics import ClassifierMetrics
@@ -68,8 +68,7 @@ class Classifier:
         variant = get_variant(settings.model_id)
         device = pick_device(settings.device)
         precision = resolve_precision(cfg.precision, device)
-        if device.type == "cuda":  # fixed shapes (buckets): let cuDNN pick the fastest kernels once
-            torch.backends.cudnn.benchmark = True
+        tune_for_fixed_shapes(device)
         weights = choose_weights(settings)
         net = create_model(variant.id, weights=weights.source)
         self.predictor = BatchPredictor(
