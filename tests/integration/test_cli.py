@@ -32,7 +32,10 @@ def test_cli_serves_and_shuts_down_cleanly_on_sigterm(tmp_path):
 def _serve_then_stop(cli, port, metrics_port, log, log_path):
     proc = subprocess.Popen(
         [str(cli), "--models", "hornet-t", "--weights", "random", "--port", str(port), "--metrics-port", str(metrics_port)],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_ADDRESS": ""},
+        stdout=log, stderr=subprocess.STDOUT,
+        # Its own HAProxy stats and metrics ports: the test session's service holds the ones in os.environ.
+        env={**os.environ, "RAY_ADDRESS": "", "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
