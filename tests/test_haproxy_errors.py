@@ -20,7 +20,9 @@ RENDERED = Path(__file__).parent / "data" / "haproxy-ray-2.60.0.cfg"  # @NAME@ m
 
 
 def rendered(directory: Path, port: int, metrics_port: int, stats_port: int) -> str:
-    values = {"@DIR@": directory, "@PORT@": port, "@METRICS_PORT@": metrics_port, "@STATS_PORT@": stats_port}
+    values = {"@DIR@": directory, "@PORT@": port, "@METRICS_PORT@": metrics_port, "@STATS_PORT@": stats_port,
+              # where the gateway replica and the fallback proxy would be: ports nothing listens on
+              "@REPLICA_PORT@": free_port(), "@FALLBACK_PORT@": free_port()}  # fmt: skip
     config = RENDERED.read_text()
     for name, value in values.items():
         config = config.replace(name, str(value))
