@@ -6,7 +6,8 @@ and a small share of bad requests that must get their documented 4xx (counted as
 Environment:
     HORNET_LOAD_MODELS     model mix as id:weight pairs (default "hornet-t:9,hornet-l-gf384:1")
     HORNET_LOAD_CORPUS     directory of images (default loadtest/corpus, generated when empty)
-    HORNET_LOAD_BAD_SHARE  share of deliberately bad requests (default 0.05)
+    HORNET_LOAD_BAD_SHARE  share of deliberately bad requests (default 0.05): every 1/share-th request of a user,
+                           its first one included, so that even a short run sends some
     HORNET_API_KEY         sent as `Authorization: Bearer <key>` when the service requires keys
     HORNET_LOAD_LOG        a CSV file to append every request to (time, name, status, ms, ok): the soak's record
 """
@@ -31,6 +32,7 @@ def model_mix(spec: str) -> tuple[list[str], list[float]]:
 
 MODELS, WEIGHTS = model_mix(os.environ.get("HORNET_LOAD_MODELS", "hornet-t:9,hornet-l-gf384:1"))
 BAD_SHARE = float(os.environ.get("HORNET_LOAD_BAD_SHARE", "0.05"))
+BAD_EVERY = round(1 / BAD_SHARE) if BAD_SHARE > 0 else 0
 CORPUS_DIR = Path(os.environ.get("HORNET_LOAD_CORPUS", Path(__file__).parent / "corpus"))
 IMAGES = [(p.name, p.read_bytes()) for p in sorted(CORPUS_DIR.glob("*")) if p.is_file()] or [
     (p.name, p.read_bytes()) for p in make_corpus(CORPUS_DIR)
@@ -44,7 +46,7 @@ BAD_REQUESTS = [
     ("text body", "model=hornet-t", b"hello", "text/plain", 415),
     ("undocumented format (EPS)", "model=hornet-t", encode(photo(64, 64), "EPS"), "image/eps", 400),
     ("WebP bomb over its decode budget", "model=hornet-t",
-     encode(Image.new("RGB", (5000, 5000), (9, 9, 9)), "WEBP", lossless=True), "image/webp", 413),
+     encode(Image.new("RGB", (3500, 3500), (9, 9, 9)), "WEBP", lossless=True), "image/webp", 413),
 ]  # fmt: skip
 LOG_PATH = os.environ.get("HORNET_LOAD_LOG")
 
@@ -60,10 +62,12 @@ if LOG_PATH:
 
 class ClassifyUser(HttpUser):
     wait_time = between(0.05, 0.2)
+    sent = 0  # requests this user has sent
 
     @task
     def classify(self) -> None:
-        if random.random() < BAD_SHARE:
+        self.sent += 1
+        if BAD_EVERY and self.sent % BAD_EVERY == 1 % BAD_EVERY:
             self._bad_request()
             return
         model = random.choices(MODELS, WEIGHTS)[0]
