@@ -33,12 +33,12 @@ test: $(STAMP) system-deps lint
 serve: $(STAMP)
 	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml $(ARGS)
 
-# Model-only table (one lever per row), decode cost per path, then the service in two Ray modes against the model
+# Model-only table (one lever per row), decode cost per path, then the service in three Ray modes against the model
 # over HTTP (JSON + PNG in artifacts/bench).
 bench: $(STAMP)
 	$(PY) -m loadtest.bench_model --model hornet-t --batch-sizes 1,8 --json artifacts/bench/model_levers.json
 	$(PY) -m loadtest.bench_decode
-	$(PY) -m loadtest.bench --model hornet-t --modes shipped,python-proxy
+	$(PY) -m loadtest.bench --model hornet-t --modes shipped,python-proxy,haproxy
 
 # Bulk classification (Ray Data) against the in-process model at the same precision (docs/bulk.md).
 bench-bulk: $(STAMP)

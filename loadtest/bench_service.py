@@ -29,7 +29,7 @@ MODES: dict[str, dict[str, str]] = {
     "shipped": {},
     # The Ray defaults this project ran before: Python HTTP proxy, actor calls, workers at nice 15.
     "python-proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_worker_niceness": "15"},
-    "no-haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"},
+    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
     "no-throughput-mode": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
     "nice-15": {"RAY_worker_niceness": "15"},
 }  # fmt: skip

