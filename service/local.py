@@ -44,7 +44,12 @@ def deploy(settings: Settings) -> None:
     from ray.serve._private.api import serve_start
     from ray.serve.schema import ServeDeploySchema
 
-    serve_start().deploy_apps(ServeDeploySchema.model_validate(serve_config(settings)), _blocking=True)
+    client = serve_start()
+    client.deploy_apps(ServeDeploySchema.model_validate(serve_config(settings)))
+    # No time limit (deploy_apps' own wait gives up after 60 s, and a 384 px model warms up for minutes on a
+    # small CPU); a failed deployment raises with Serve's message.
+    client._wait_for_application_running(settings.app_name)
+    client.wait_for_proxies_serving(wait_for_applications_running=True)
 
 
 @contextmanager
