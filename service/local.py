@@ -23,13 +23,11 @@ def ray_environment() -> dict[str, str]:
     return {**RAY_ENV, CALLBACK_ENV: CALLBACK_PATH, HAPROXY_BINARY_ENV: haproxy_wrapper()}
 
 
-def apply_ray_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+def apply_ray_env(overrides: Mapping[str, str] | None = None) -> None:
     """Put the project's Ray environment into this process before Ray starts: the raylet, Serve's
     controller, its proxies and every replica inherit it. A variable already set by the user wins."""
-    env = {**ray_environment(), **(overrides or {})}
-    for name, value in env.items():
+    for name, value in {**ray_environment(), **(overrides or {})}.items():
         os.environ.setdefault(name, value)
-    return {name: os.environ[name] for name in env}
 
 
 def haproxy_wrapper() -> str:
