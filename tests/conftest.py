@@ -2,13 +2,9 @@ from __future__ import annotations
 
 import functools
 import http.server
-import sys
 import threading
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture
