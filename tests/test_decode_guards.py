@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import subprocess
 import sys
 import time
@@ -17,18 +16,12 @@ import pytest
 from PIL import Image
 
 import model
-from images import encode, photo
+from images import encode, photo, psd, webp_bomb
 from model.preprocess import DECODE_BUDGET, FORMATS, DecodeTimeoutError, draft_size, load, open_image
 
 LIMIT = 100_000_000
 PIL_DIR = Path(Image.__file__).parent
 ALLOWED_PLUGINS = {f"{name}ImagePlugin.py" for name in ("Jpeg", "Png", "WebP", "Gif", "Bmp", "Tiff")}
-
-
-def _psd(width: int = 8, height: int = 8) -> bytes:
-    """A minimal RGB Photoshop file (Pillow reads PSD but cannot write it)."""
-    header = b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, height, width, 8, 3)
-    return header + struct.pack(">III", 0, 0, 0) + struct.pack(">H", 0) + bytes(3 * width * height)
 
 
 def _saved(fmt: str, mode: str = "RGB") -> Callable[[], bytes]:
@@ -40,7 +33,7 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width
 REFUSED = [
     ("EPS", _saved("EPS"), True),
     ("PDF", _saved("PDF"), False),
-    ("PSD", _psd, True),
+    ("PSD", psd, True),
     ("ICO", _saved("ICO"), True),
     ("SVG", lambda: SVG, False),
     ("AVIF", _saved("AVIF"), True),
@@ -124,12 +117,8 @@ def test_every_documented_format_decodes(fmt):
     assert model.decode(encode(photo(64, 48), fmt), max_pixels=LIMIT, budget=DECODE_BUDGET).size == (64, 48)
 
 
-def _webp_bomb(side: int) -> bytes:
-    return encode(Image.new("RGB", (side, side), (90, 90, 90)), "WEBP", lossless=True)
-
-
 def test_a_tiny_webp_bomb_is_over_budget_before_any_pixel_is_decoded():
-    bomb = _webp_bomb(6000)  # the issue's 1.4 KB file that took 1.6 s to decode
+    bomb = webp_bomb(6000)  # the issue's 1.4 KB file that took 1.6 s to decode
     assert len(bomb) < 4000
     started = time.perf_counter()
     with pytest.raises(model.ImageTooLargeError, match="budget for WEBP is 12000000"):

@@ -8,10 +8,9 @@ import os
 import threading
 
 import pytest
-from PIL import Image
 
 import model
-from images import encode, photo
+from images import encode, photo, webp_bomb
 from model.preprocess import DECODE_BUDGET
 from service.config import GatewaySettings, Limits
 from service.decode import DecodeQueueFull, Decoder, Lane
@@ -88,7 +87,7 @@ def _lane_used(decoder: Decoder, data: bytes) -> str:
 def test_an_upload_is_opened_on_the_light_lane_and_decoded_on_the_lane_its_pixels_call_for():
     decoder = Decoder(GatewaySettings(heavy_decode_pixels=1_000_000), Limits(), time_limit_s=5)
     assert _lane_used(decoder, encode(photo(800, 600), "JPEG")) == "decode+decode"
-    bomb = encode(Image.new("RGB", (1500, 1500), (1, 2, 3)), "WEBP", lossless=True)
+    bomb = webp_bomb(1500)
     assert len(bomb) < 2000 and _lane_used(decoder, bomb) == "decode+decode-heavy"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port
 
 from service.haproxy_errors import HEADERS_TIMEOUT_S, REQUEST_ID_RULES, add_contract, real_haproxy
 from service.local import haproxy_wrapper
@@ -27,12 +28,6 @@ def rendered(directory: Path, port: int, metrics_port: int, stats_port: int) -> 
     for name, value in values.items():
         config = config.replace(name, str(value))
     return config
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -1,11 +1,10 @@
 """The HTTP API against a real Ray Serve: endpoints, formats, routing, labels, errors."""
 
 import pytest
+from helpers import api_error
 
 from images import encode, photo
 from model import labels
-
-pytestmark = pytest.mark.integration
 
 JPEG = encode(photo(640, 480), "JPEG", quality=90)
 
@@ -81,13 +80,6 @@ def test_default_model_alias_top_k_and_headers(service):
     assert len(made.json()["request_id"]) >= 16 and made.headers["x-request-id"] == made.json()["request_id"]
 
 
-def _error(response, status: int, error_type: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()["error"]
-    assert body["type"] == error_type and body["message"] and body["request_id"]
-    return body
-
-
 @pytest.mark.parametrize(
     ("query", "content", "headers", "status", "error_type"),
     [
@@ -107,12 +99,12 @@ def _error(response, status: int, error_type: str) -> dict:
     ],
 )
 def test_error_statuses_and_bodies(service, query, content, headers, status, error_type):
-    _error(service.client.post(f"/v1/classify?{query}", content=content, headers=headers), status, error_type)
+    api_error(service.client.post(f"/v1/classify?{query}", content=content, headers=headers), status, error_type)
 
 
 def test_unknown_model_message_lists_the_enabled_ones(service):
     r = service.client.post("/v1/classify?model=nope", content=JPEG, headers={"Content-Type": "image/jpeg"})
-    assert "hornet-t, hornet-l-gf384" in _error(r, 404, "unknown_model")["message"]
+    assert "hornet-t, hornet-l-gf384" in api_error(r, 404, "unknown_model")["message"]
 
 
 def test_pixel_bomb_is_413_before_decoding(service):
@@ -120,7 +112,7 @@ def test_pixel_bomb_is_413_before_decoding(service):
 
     bomb = encode(Image.new("L", (6000, 6000)), "PNG")
     r = service.client.post("/v1/classify", content=bomb, headers={"Content-Type": "image/png"})
-    assert "pixels" in _error(r, 413, "payload_too_large")["message"]
+    assert "pixels" in api_error(r, 413, "payload_too_large")["message"]
 
 
 @pytest.mark.parametrize(
@@ -132,7 +124,7 @@ def test_pixel_bomb_is_413_before_decoding(service):
 )
 def test_multipart_mistakes_are_422(service, files, message):
     r = service.client.post("/v1/classify", files=files)
-    assert message in _error(r, 422, "invalid_parameter")["message"]
+    assert message in api_error(r, 422, "invalid_parameter")["message"]
 
 
 def test_multipart_without_any_file_is_422(service):
@@ -142,10 +134,10 @@ def test_multipart_without_any_file_is_422(service):
         "/v1/classify", content=b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n",
         headers={"Content-Type": "multipart/form-data; boundary=b"},
     )  # fmt: skip
-    assert "no 'file' field" in _error(r, 422, "invalid_parameter")["message"]
+    assert "no 'file' field" in api_error(r, 422, "invalid_parameter")["message"]
 
 
 def test_unknown_routes_and_methods_are_json(service):
-    _error(service.client.get("/v2/nothing"), 404, "not_found")
-    _error(service.client.get("/v1/classify"), 405, "method_not_allowed")
-    _error(service.client.get("/v1/models/resnet"), 404, "unknown_model")
+    api_error(service.client.get("/v2/nothing"), 404, "not_found")
+    api_error(service.client.get("/v1/classify"), 405, "method_not_allowed")
+    api_error(service.client.get("/v1/models/resnet"), 404, "unknown_model")

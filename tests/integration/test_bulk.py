@@ -7,11 +7,9 @@ import asyncio
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +19,7 @@ import torch
 import yaml
 from PIL import Image
 
-from images import encode, photo
+from images import encode, photo, png_header
 from model import BatchPredictor, ImageDecodeError, ImageTooLargeError, create_model, get_variant
 from model.labels import imagenet_1k
 from service.bulk_decode import INVALID_IMAGE, TOO_LARGE, UNREADABLE, decode_batch
@@ -42,15 +40,6 @@ CONFIG = {
     "limits": {"max_body_bytes": 300_000, "max_pixels": 20_000_000},
 }
 SETTINGS = Settings.model_validate(CONFIG)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_header_only(width: int, height: int) -> bytes:
-    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b"")
 
 
 def _good_image(i: int) -> tuple[str, bytes]:
@@ -86,8 +75,8 @@ def _bad_images() -> dict[str, tuple[bytes, str]]:
         "truncated.jpg": (jpeg[: len(jpeg) // 3], INVALID_IMAGE),
         "random.png": (np.random.default_rng(1).bytes(2000), INVALID_IMAGE),
         "notes.txt": (b"not an image at all\n", INVALID_IMAGE),
-        "zero-size.png": (_png_header_only(0, 0), INVALID_IMAGE),
-        "bomb.png": (_png_header_only(30000, 30000), TOO_LARGE),
+        "zero-size.png": (png_header(0, 0), INVALID_IMAGE),
+        "bomb.png": (png_header(30000, 30000), TOO_LARGE),
         "oversized.bmp": (encode(Image.fromarray(noise), "BMP"), TOO_LARGE),  # 302 KB > max_body_bytes
         "bad/also-truncated.png": (encode(photo(80, 80, seed=2), "PNG")[:100], INVALID_IMAGE),
     }

@@ -10,12 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers import free_port
 
 from images import encode, photo
-
-from .conftest import free_port
-
-pytestmark = pytest.mark.integration
+from loadtest.http_load import wait_ready
 
 
 def test_cli_serves_and_shuts_down_cleanly_on_sigterm(tmp_path):
@@ -39,16 +37,10 @@ def _serve_then_stop(cli, port, metrics_port, log, log_path):
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 180
-        while True:
-            assert proc.poll() is None, log_path.read_text()[-3000:]
-            assert time.time() < deadline, "hornet-serve never became ready"
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(1)
+        try:
+            wait_ready(base, timeout_s=180, server=proc)
+        except RuntimeError as exc:
+            pytest.fail(f"{exc}\n{log_path.read_text()[-3000:]}")
         image = encode(photo(), "PNG")
         r = httpx.post(f"{base}/v1/classify", content=image, headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and r.json()["weights"] == "random-init"

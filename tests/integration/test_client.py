@@ -11,8 +11,6 @@ import pytest
 from images import encode, photo
 from service.client import AsyncHornetClient, HornetClient, HornetError
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 def files(tmp_path):

@@ -9,16 +9,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
+from helpers import api_error, poll
 
-from images import encode, photo
+from images import encode, photo, webp_bomb
+from loadtest.http_load import wait_ready
 from service.auth import hash_key
 from service.config import Settings
 
-from .conftest import TEST_SETTINGS, poll
-from .test_page import browser_page  # noqa: F401  (the headless Chromium fixture)
-
-pytestmark = pytest.mark.integration
+from .live import TEST_SETTINGS
 
 PREFIX = "/guarded"
 KEYS = {"alice": "hsk_alice-" + "a" * 32, "bob": "hsk_bob-" + "b" * 32, "mallory": "hsk_mallory-" + "m" * 32}
@@ -27,7 +25,7 @@ RATE_PER_S, BURST = 2, 6
 JPEG = encode(photo(320, 240, seed=5), "JPEG")
 RAW = {"Content-Type": "image/jpeg"}
 # 11.6 MP, just under WebP's decode budget (12 MP), in a few hundred bytes: a heavy-lane image.
-WEBP_BOMB = encode(Image.new("RGB", (3400, 3400), (90, 90, 90)), "WEBP", lossless=True)
+WEBP_BOMB = webp_bomb(3400)
 
 
 def _auth(key_id: str) -> dict[str, str]:
@@ -49,18 +47,11 @@ def guarded(service, tmp_path_factory):
         "auth": {"enabled": True, "keys_file": str(keys_file), "rate_per_s": RATE_PER_S, "burst": BURST},
     })  # fmt: skip
     serve.run(build_app(settings.model_dump(mode="json")), name="guarded", route_prefix=PREFIX)
+    wait_ready(service.base_url + PREFIX, timeout_s=120)
     client = httpx.Client(base_url=service.base_url + PREFIX, timeout=60)
-    assert poll(lambda: client.get("/readyz").status_code == 200, timeout_s=120), "the guarded app never got ready"
     yield client
     client.close()
     serve.delete("guarded")
-
-
-def _error(response: httpx.Response, status: int, error_type: str) -> dict:
-    assert response.status_code == status, response.text
-    body = response.json()["error"]
-    assert body["type"] == error_type and body["message"] and body["request_id"]
-    return body
 
 
 @pytest.mark.parametrize(
@@ -76,7 +67,7 @@ def test_without_a_valid_key_the_api_answers_401_json(guarded, headers):
         guarded.get("/v1/models/hornet-t", headers=headers),
     ):
         assert "Bearer" in response.headers["www-authenticate"]
-        _error(response, 401, "unauthorized")
+        api_error(response, 401, "unauthorized")
 
 
 def test_health_readiness_and_the_page_need_no_key(guarded):
@@ -95,7 +86,7 @@ def test_a_key_over_its_rate_gets_429_with_retry_after_and_other_keys_do_not(gua
     statuses = [guarded.get("/v1/models", headers=_auth("mallory")).status_code for _ in range(BURST + 4)]
     assert statuses[:BURST] == [200] * BURST and 429 in statuses[BURST:]
     limited = guarded.get("/v1/models", headers=_auth("mallory"))
-    _error(limited, 429, "rate_limited")
+    api_error(limited, 429, "rate_limited")
     assert int(limited.headers["retry-after"]) >= 1
     assert guarded.get("/v1/models", headers=_auth("bob")).status_code == 200
     time.sleep(int(limited.headers["retry-after"]))
@@ -151,15 +142,15 @@ def test_bombs_fill_only_the_heavy_lane_and_light_uploads_are_still_served(guard
     statuses = sorted(r.status_code for r in outcomes)
     assert 200 in statuses and 503 in statuses and set(statuses) <= {200, 503}, statuses
     shed = next(r for r in outcomes if r.status_code == 503)
-    assert "decode-heavy queue is full" in _error(shed, 503, "unavailable")["message"]
+    assert "decode-heavy queue is full" in api_error(shed, 503, "unavailable")["message"]
     assert shed.headers["retry-after"] == "1"
     refusals = poll(lambda: {s["reason"]: v for s, v in service.metric_samples("ray_hornet_decode_refusals_total")
                              if s["reason"] == "queue_full"})  # fmt: skip
     assert refusals.get("queue_full", 0) >= 1
 
 
-def test_the_page_asks_for_a_key_then_lists_the_models(guarded, request):
-    page = request.getfixturevalue("browser_page")
+def test_the_page_asks_for_a_key_then_lists_the_models(guarded, browser_page):
+    page = browser_page
     page.goto(str(guarded.base_url))
     page.wait_for_selector("#key-form:not(.hidden)")
     page.fill("#key", WRONG_KEY)

@@ -7,10 +7,8 @@ import io
 import json
 import select
 import socket
-import struct
 import threading
 import time
-import zlib
 from urllib.parse import urlsplit
 
 import httpx
@@ -18,24 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from images import encode, photo
+from images import encode, photo, png_header, psd, webp_bomb
 
-from .conftest import TEST_SETTINGS, serve_actors
-
-pytestmark = pytest.mark.integration
+from .live import TEST_SETTINGS, serve_actors
 
 JPEG = encode(photo(320, 240, seed=11), "JPEG", quality=90)
 PNG = encode(photo(320, 240, seed=12), "PNG")
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def _png_bomb(width: int, height: int) -> bytes:
-    """A tiny PNG whose header claims width x height pixels (the pixel limit must stop it before decoding)."""
-    header = _png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b"")
 
 
 def _animated(fmt: str) -> bytes:
@@ -73,9 +59,9 @@ CASES = [
     ("corrupt jpeg header", "", b"\xff\xd8\xff\xe0" + b"\x00" * 200, RAW, 400),
     ("corrupt png header", "", b"\x89PNG\r\n\x1a\n" + b"\xff" * 100, {"Content-Type": "image/png"}, 400),
     ("random bytes", "", np.random.default_rng(0).bytes(5000), RAW, 400),
-    ("zero-size png", "", _png_bomb(0, 0), {"Content-Type": "image/png"}, 400),
-    ("decompression bomb", "", _png_bomb(30000, 30000), {"Content-Type": "image/png"}, 413),
-    ("bomb beyond pillow's guard", "", _png_bomb(100000, 100000), {"Content-Type": "image/png"}, 413),
+    ("zero-size png", "", png_header(0, 0), {"Content-Type": "image/png"}, 400),
+    ("decompression bomb", "", png_header(30000, 30000), {"Content-Type": "image/png"}, 413),
+    ("bomb beyond pillow's guard", "", png_header(100000, 100000), {"Content-Type": "image/png"}, 413),
     ("1x1 image", "", encode(Image.new("RGB", (1, 1), (9, 9, 9)), "PNG"), {"Content-Type": "image/png"}, 200),
     ("1x10000 strip", "", encode(photo(1, 10000), "PNG"), {"Content-Type": "image/png"}, 200),
     ("10000x1 strip", "", encode(photo(10000, 1), "PNG"), {"Content-Type": "image/png"}, 200),
@@ -179,7 +165,7 @@ UNDOCUMENTED = {
     "EPS": encode(photo(32, 32), "EPS"),
     "PDF": encode(photo(32, 32), "PDF"),
     "ICO": encode(photo(32, 32), "ICO"),
-    "PSD": b"8BPS" + struct.pack(">H6xHIIHH", 1, 3, 8, 8, 8, 3) + bytes(14) + bytes(192),
+    "PSD": psd(),
     "SVG": b'<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"><rect width="8" height="8"/></svg>',
 }
 
@@ -192,7 +178,7 @@ def test_an_undocumented_format_is_400_naming_the_formats_read(service, replicas
 
 
 def test_a_tiny_webp_bomb_is_413_before_decoding(service, replicas_before):
-    bomb = encode(Image.new("RGB", (4000, 4000), (90, 90, 90)), "WEBP", lossless=True)  # 16 MP in a few KB
+    bomb = webp_bomb(4000)  # 16 MP in a few KB
     started = time.perf_counter()
     r = service.client.post("/v1/classify", content=bomb, headers={"Content-Type": "image/webp"})
     assert r.status_code == 413 and "budget for WEBP" in r.json()["error"]["message"], r.text

@@ -6,30 +6,19 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
+from helpers import poll
 
 from service.config import Settings
 
-from .conftest import JPEG, JPEG_HEADERS, TEST_SETTINGS, burst, poll, serve_actors
-
-pytestmark = pytest.mark.integration
-
-
-def _batch_histogram(service) -> tuple[float, float]:
-    """(batches of size 1, all batches) for hornet-t, summed over replicas."""
-    buckets = service.metric_samples("ray_hornet_batch_size_bucket")
-    counts = service.metric_samples("ray_hornet_batch_size_count")
-    singles = sum(v for labels, v in buckets if labels.get("model") == "hornet-t" and float(labels["le"]) == 1.0)
-    total = sum(v for labels, v in counts if labels.get("model") == "hornet-t")
-    return singles, total
+from .live import JPEG, JPEG_HEADERS, TEST_SETTINGS, burst, serve_actors
 
 
 def test_concurrent_requests_form_real_batches(service):
     for _ in range(3):
         responses = asyncio.run(burst(service.base_url, 4))
         assert [r.status_code for r in responses] == [200] * 4
-    singles, total = poll(lambda: (lambda s, t: (s, t) if t - s > 0 else None)(*_batch_histogram(service)))
-    assert total > singles, "no batch larger than one request was ever executed"
+    larger = poll(lambda: service.batches_above("hornet-t", 1)[0])
+    assert larger > 0, "no batch larger than one request was ever executed"
 
 
 def test_backpressure_answers_503_with_retry_after_and_recovers(service):

@@ -6,11 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from loadtest.corpus import DEFAULT_SPECS, make_corpus
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parent.parent.parent
 
 

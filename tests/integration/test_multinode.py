@@ -10,21 +10,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
+from helpers import free_port
 
 from images import encode, photo
+from loadtest.http_load import wait_ready
 from service.config import Settings
 from service.local import ray_environment
 from service.serve_config import serve_config
 
-from .conftest import free_port
-
-pytestmark = pytest.mark.integration
 BIN = Path(sys.executable).parent
 
 
@@ -85,19 +82,10 @@ def test_replica_on_a_second_ray_node_serves_requests(tmp_path):
         _run(*head, env=env)
         _run(*worker, env=env)
         _run("serve", "deploy", str(config), f"--address=http://127.0.0.1:{dashboard}", env=env)
-        image = encode(photo(256, 256), "JPEG")
-        deadline, last = time.time() + 240, None
-        while time.time() < deadline:
-            try:
-                last = httpx.post(f"http://127.0.0.1:{http}/v1/classify", content=image,
-                                  headers={"Content-Type": "image/jpeg"}, timeout=30)  # fmt: skip
-                if last.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(2)
-        assert last is not None and last.status_code == 200, last.text if last is not None else "no answer"
-        assert len(last.json()["predictions"]) == 5
+        wait_ready(f"http://127.0.0.1:{http}", timeout_s=240)
+        r = httpx.post(f"http://127.0.0.1:{http}/v1/classify", content=encode(photo(256, 256), "JPEG"),
+                       headers={"Content-Type": "image/jpeg"}, timeout=30)  # fmt: skip
+        assert r.status_code == 200 and len(r.json()["predictions"]) == 5, r.text
         # Only the second node has `second_node`: the replica that answered cannot run anywhere else.
         status = subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"], env=env,
                                 capture_output=True, text=True, timeout=60).stdout  # fmt: skip

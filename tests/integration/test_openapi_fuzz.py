@@ -5,10 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-pytestmark = pytest.mark.integration
-
 
 def test_schemathesis_finds_no_server_error(service, tmp_path):
     cli = Path(sys.executable).parent / "schemathesis"

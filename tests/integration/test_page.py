@@ -1,29 +1,10 @@
-"""The try-it page in a real headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)."""
+"""The try-it page in a real headless Chromium (the `browser_page` fixture, conftest.py)."""
 
-import shutil
 from pathlib import Path
-
-import pytest
 
 from images import encode, photo
 
-pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).parent.parent.parent / "artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-
-
-@pytest.fixture
-def browser_page():
-    from playwright.sync_api import sync_playwright
-
-    chromium = shutil.which("chromium") or "/usr/bin/chromium"
-    assert Path(chromium).exists(), "chromium is not installed: `make test` installs Debian's package"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1100, "height": 800})
-        yield page
-        browser.close()
 
 
 def test_page_classifies_an_uploaded_image_and_shows_five_bars(service, browser_page, tmp_path):

@@ -6,29 +6,17 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-import pytest
+from helpers import poll
 
 from service.config import Settings
 from service.local import deploy
 
-from .conftest import JPEG, JPEG_HEADERS, burst, poll, serve_actors
-
-pytestmark = pytest.mark.integration
+from .live import JPEG, JPEG_HEADERS, burst, serve_actors
 
 
 def _replicas(service, model_id: str) -> int:
     cards = service.client.get("/v1/models").json()["models"]
     return next(c["replicas"] for c in cards if c["id"] == model_id)
-
-
-def _batches_above(service, size: int) -> tuple[float, float]:
-    """(hornet-t batches larger than `size`, all hornet-t batches), summed over replicas."""
-    at_most = sum(v for labels, v in service.metric_samples("ray_hornet_batch_size_bucket")
-                  if labels.get("model") == "hornet-t" and float(labels["le"]) == size)  # fmt: skip
-    total = sum(
-        v for labels, v in service.metric_samples("ray_hornet_batch_size_count") if labels.get("model") == "hornet-t"
-    )
-    return total - at_most, total
 
 
 def test_batching_and_replica_count_change_on_the_running_replicas(service):
@@ -37,7 +25,7 @@ def test_batching_and_replica_count_change_on_the_running_replicas(service):
     changed = original.model_copy(
         update={"per_model": {**original.per_model, "hornet-t": {"num_replicas": 2, "batch": {"max_batch_size": 2}}}}
     )
-    larger_before, _ = _batches_above(service, 2)
+    larger_before, _ = service.batches_above("hornet-t", 2)
     deploy(Settings.model_validate(changed.model_dump()))
     try:
         assert poll(lambda: _replicas(service, "hornet-t") == 2, timeout_s=120), "the second replica never ran"
@@ -46,8 +34,8 @@ def test_batching_and_replica_count_change_on_the_running_replicas(service):
         for _ in range(3):
             responses = asyncio.run(burst(service.base_url, 8))
             assert [r.status_code for r in responses] == [200] * 8
-        _, total = poll(lambda: (lambda above, t: (above, t) if t > 0 else None)(*_batches_above(service, 2)))
-        larger_after, _ = _batches_above(service, 2)
+        _, total = poll(lambda: (lambda above, t: (above, t) if t > 0 else None)(*service.batches_above("hornet-t", 2)))
+        larger_after, _ = service.batches_above("hornet-t", 2)
         assert larger_after == larger_before, "a batch above the new max_batch_size ran after the change"
     finally:
         deploy(original)
