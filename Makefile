@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test lint serve bench bench-bulk deploy-configs soak clean gpu-check
+.PHONY: install system-deps test test-unit lint serve bench bench-bulk deploy-configs soak clean gpu-check
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(STAMP)
 
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest
+
+# The unit tests (model, config, deploy rules): everything outside tests/integration, no Ray; under a minute
+# on 2 cores. `make test` runs them too, with the integration tests and lint.
+test-unit: $(STAMP) system-deps
+	$(PY) -m pytest -m "not integration"
 
 serve: $(STAMP)
 	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml $(ARGS)
