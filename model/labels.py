@@ -1,17 +1,15 @@
 """Label sets, chosen by a head's size: ImageNet-1k (1000), the HorNet-22k order (10459) and
-ImageNet-21k fall11 (21841). Data ships in model/data (WordNet ids and lemmas from timm's label info)."""
+ImageNet-21k fall11 (21841). Data ships in model/data (WordNet ids and lemmas from timm's label info); the
+22k order and its evidence: docs/model.md#imagenet-22k-label-order."""
 
 from __future__ import annotations
 
-import logging
 import warnings
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
-
-log = logging.getLogger(__name__)
 
 # ImageNet-1k wnids missing from ImageNet-21K-P, appended (in 1k order) to form the HorNet-22k head.
 _HORNET_22K_EXTRA = (

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -5,11 +7,7 @@ import model
 from golden import golden, official_state_dict, to_mmpretrain
 from model.registry import get_builder
 
-SPEC_PARAMS_1K = {
-    "hornet-t": 22_409_512, "hornet-t-gf": 22_991_848, "hornet-s": 49_528_264, "hornet-s-gf": 50_401_768,
-    "hornet-b": 87_256_680, "hornet-b-gf": 88_421_352, "hornet-l": 194_542_504, "hornet-l-gf": 196_289_512,
-    "hornet-l-gf384": 201_806_824,
-}  # fmt: skip
+MODEL_DOCS = Path(__file__).parents[1] / "docs" / "model.md"
 
 
 def _count(name: str, num_classes: int | None) -> int:
@@ -18,20 +16,75 @@ def _count(name: str, num_classes: int | None) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-@pytest.mark.parametrize("name", sorted(SPEC_PARAMS_1K))
-def test_parameter_count_with_1000_classes_matches_spec(name):
-    assert _count(name, 1000) == SPEC_PARAMS_1K[name]
+def _with_head(variant: model.Variant, classes: int) -> int:
+    """`params_1k` with a `classes`-row head instead: the head is Linear(8 * base_dim -> classes)."""
+    return variant.params_1k + (classes - 1000) * (8 * variant.base_dim + 1)
 
 
-@pytest.mark.parametrize(("name", "expected"), [("hornet-l", 209_080_987), ("hornet-l-gf384", 216_345_307)])
-def test_large_variants_default_to_the_10459_class_head(name, expected):
-    assert model.get_variant(name).default_classes == 10459
-    assert _count(name, None) == expected
+def _docs_table(header_start: str) -> list[dict[str, str]]:
+    """The rows of the table in docs/model.md whose header line starts with `header_start`."""
+    lines = MODEL_DOCS.read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+
+    def cells(line: str) -> list[str]:
+        return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(dict(zip(cells(lines[start]), cells(line), strict=True)))
+    return rows
+
+
+def _as_documented(v: model.Variant) -> dict[str, str]:
+    gf, recipe = v.gf_sizes_for_input(), v.preprocessing
+    resize = (
+        f"short side {recipe.resize_short}, centre crop {recipe.input_size}"
+        if recipe.mode == "resize_crop"
+        else f"warp to {recipe.input_size}x{recipe.input_size}, no crop"
+    )
+    return {
+        "id": v.id,
+        "alias": ", ".join(v.aliases),
+        "base_dim": str(v.base_dim),
+        "mixer, stages 3-4": "GF" if v.global_filter else "DW 7x7",
+        "GF (h, w) stage 3; stage 4": f"{gf[2]}; {gf[3]}" if v.global_filter else "-",
+        "train data": v.train_data,
+        "default classes": str(v.default_classes),
+        "input": str(v.input_size),
+        "eval resize": resize,
+        "params (1k head)": f"{v.params_1k:,}",
+        "GMACs": f"{v.gmacs:.2f}",
+        "top-1": "-" if v.top1 is None else f"{v.top1:.2f}",
+        "top-5": "-" if v.top5 is None else f"{v.top5:.2f}",
+    }
+
+
+def test_registry_is_the_model_card_of_the_docs():
+    """The one place the registry meets the published model cards, as docs/model.md#variants cites them
+    (params, GMACs, accuracy, GF shapes incl. the 384 ones, checkpoint files)."""
+    documented = _docs_table("| id | alias | base_dim |")
+    assert documented == [_as_documented(v) for v in model.VARIANTS.values()]
+    files = {row["id"]: row["checkpoint file"] for row in _docs_table("| id | checkpoint file |")}
+    assert files == {v.id: v.checkpoint_filename for v in model.VARIANTS.values()}
+
+
+@pytest.mark.parametrize("name", sorted(model.VARIANTS))
+def test_parameter_count_with_1000_classes_matches_the_registry(name):
+    assert _count(name, 1000) == model.get_variant(name).params_1k
+
+
+@pytest.mark.parametrize("name", ["hornet-l", "hornet-l-gf", "hornet-l-gf384"])
+def test_large_variants_default_to_the_10459_class_head(name):
+    variant = model.get_variant(name)
+    assert variant.default_classes == 10459
+    assert _count(name, None) == _with_head(variant, 10459)
 
 
 def test_create_model_public_api_for_the_largest_variant():
     net = model.create_model("hornet-l-gf384")
-    assert sum(p.numel() for p in net.parameters()) == 216_345_307
+    assert sum(p.numel() for p in net.parameters()) == _with_head(model.get_variant("hornet-l-gf384"), 10459)
     assert not net.training and next(net.parameters()).dtype == torch.float32
 
 
@@ -41,12 +94,6 @@ def test_aliases_resolve_and_unknown_names_are_refused():
     for bad in ("HORNET-T", "hornet-t ", "../hornet-t", "resnet50", ""):
         with pytest.raises(model.UnknownModelError):
             model.get_variant(bad)
-
-
-def test_gf_sizes_follow_the_spectrum_rule():
-    assert model.get_variant("hornet-t-gf").gf_sizes_for_input() == [None, None, (14, 8), (7, 4)]
-    assert model.get_variant("hornet-l-gf384").gf_sizes_for_input() == [None, None, (24, 13), (12, 7)]
-    assert model.get_variant("hornet-b").gf_sizes_for_input() == [None] * 4
 
 
 @pytest.mark.parametrize("layout", ["official", "official-wrapped", "mmpretrain", "mmpretrain-wrapped"])
