@@ -3,7 +3,7 @@ JPEG draft (libjpeg-turbo's DCT scaling), against libjpeg-turbo called directly 
 
     python -m loadtest.bench_decode --sizes 1024x768,2048x1536,4000x3000
 
-Every path ends in the same `model.resize` (SPEC's bicubic recipe) for hornet-t; the table gives ms per
+Every path ends in the same `model.resize` (docs/model.md#preprocessing) for hornet-t; the table gives ms per
 image on one thread and the PSNR of each path's model input against Pillow's exact decode.
 """
 

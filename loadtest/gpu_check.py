@@ -9,7 +9,7 @@ GPU JPEG decode rate. No Ray, no service. Sections, each bounded by a share of `
 1. decode: decode+resize images/s of the gateway's path (Pillow, exact and JPEG draft) for a 1024x768 and a
    12 MP JPEG, on one core and on every core (a process pool), before CUDA is touched (the pool forks);
 2. environment: GPU, memory, driver, torch/CUDA/cuDNN, CPU;
-3. correctness: SPEC.md's golden logits in fp32 (<= 1e-3), bf16/fp16 top-5 agreement with fp32, the
+3. correctness: golden logits (docs/model.md#golden-vectors) in fp32 (<= 1e-3), bf16/fp16 top-5 agreement with fp32, the
    official and mmpretrain checkpoint layouts, the padded/graph fast path against eager;
 4. throughput: per variant, precision and mode (eager, CUDA graphs) images/s, p50/p90 latency and peak
    memory by batch size 1, 2, 4, ... until throughput stops growing (under 5% more than the best so far);
@@ -249,7 +249,7 @@ def section_correctness(plan: Plan, device: torch.device) -> dict:
     fp32 = BatchPredictor(net, recipe, device)
     checks: dict[str, dict] = {}
 
-    if device.type == "cuda":  # SPEC.md's 1e-3 holds for true fp32; torch lets cuDNN convolutions use TF32
+    if device.type == "cuda":  # the golden 1e-3 holds for true fp32; torch lets cuDNN convolutions use TF32
         diff = _max_diff(fp32.logits(pixels)[0].cpu(), expected)
         checks["golden logits, fp32 with cuDNN TF32 (torch's default)"] = {
             "max_abs_diff": diff,

@@ -3,7 +3,7 @@
     decode(bytes) -> RGB PIL image          (gateway: untrusted bytes, EXIF, odd modes, size limits)
       = open_image(bytes) -> (image, plan)  (header only: format whitelist, pixel limit, decode budget)
       + load(image) -> RGB PIL image        (the pixels, within a time limit)
-    resize(image, variant) -> uint8 HxWx3   (gateway: SPEC.md's bicubic recipe, bit exact)
+    resize(image, variant) -> uint8 HxWx3   (gateway: the bicubic recipe of docs/model.md#preprocessing, bit exact)
     normalize(uint8 NxHxWx3) -> float NCHW  (replica: on the model's device)
 
 `preprocess(image, name)` chains the last two (plus mode handling) for one image on the CPU.
@@ -251,7 +251,7 @@ def normalize(batch: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
 
 
 def preprocess(image: Image.Image, name: str) -> torch.Tensor:
-    """SPEC.md's evaluation pipeline for one image: float32 (3, H, W), normalised."""
+    """The evaluation pipeline (docs/model.md#preprocessing) for one image: float32 (3, H, W), normalised."""
     recipe = get_variant(name).preprocessing
     pixels = torch.from_numpy(resize(to_rgb(image), recipe))
     return normalize(pixels[None], recipe)[0].contiguous()

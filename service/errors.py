@@ -1,4 +1,4 @@
-"""The HTTP errors of DESIGN.md's table, each a status and a JSON body `{"error": {type, message, request_id}}`."""
+"""The HTTP errors of docs/http.md#errors, each a status and a JSON body `{"error": {type, message, request_id}}`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC.md's deterministic weights for the golden vectors, in the official and mmpretrain layouts."""
+"""The deterministic weights of the golden vectors (docs/model.md#golden-vectors), in the official and mmpretrain
+layouts."""
 
 from __future__ import annotations
 
