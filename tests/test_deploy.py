@@ -375,6 +375,30 @@ def test_each_deployment_fits_only_on_its_own_worker_group(name):
         assert fits == expected, f"{deployment} asks {actor}, fits on {fits or 'no group'}"
 
 
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_api_keys_are_on_and_mounted_only_where_gateways_run(name):
+    """The deploy configs turn API keys on, and the file auth.keys_file names exists where the Gateway replicas
+    run: the gateway group mounts the `hornet-api-keys` Secret (not optional: a pod without it never starts)
+    at that file's directory. The head and the classifier pods never see the keys."""
+    service = rayservice(overlay(name))
+    auth = serve_config(service)["applications"][0]["args"]["auth"]
+    assert auth["enabled"] and auth["rate_per_s"] and auth["burst"]
+    keys_dir = str(Path(auth["keys_file"]).parent)
+    for group_name, group in groups(service):
+        spec = group["template"]["spec"]
+        secrets = {v["name"]: v["secret"] for v in spec.get("volumes", []) if "secret" in v}
+        mounts = [m for m in ray_container(group).get("volumeMounts", []) if m["name"] in secrets]
+        if group_name != GATEWAY_GROUP:
+            assert not mounts, f"{group_name} mounts a Secret: {mounts}"
+            continue
+        (mount,) = [m for m in mounts if m["mountPath"] == keys_dir]
+        assert mount.get("readOnly") and "subPath" not in mount  # a subPath mount never sees a rotated Secret
+        secret = secrets[mount["name"]]
+        assert secret["secretName"] == "hornet-api-keys" and not secret.get("optional", False)
+        assert secret["defaultMode"] & 0o007 == 0, "the keys file is readable by every user of the pod"
+        assert secret.get("items") in (None, [{"key": Path(auth["keys_file"]).name, "path": "keys"}])
+
+
 # ---- checkpoints ---------------------------------------------------------------------------------------
 
 

@@ -126,6 +126,27 @@ def test_compose_nodes_offer_what_the_serve_config_asks(target):
             assert where == ["ray-gpu-worker"], f"{deployment} needs a GPU but may land on {where}"
 
 
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_compose_api_keys_reach_every_node_that_runs_a_gateway(target):
+    """The serve config turns API keys on; every node that offers the Gateway's resources gets the keys file as
+    a compose secret at auth.keys_file (a file under ./secrets, never a variable); the other nodes do not."""
+    import json
+
+    (application,) = yaml.safe_load((DEPLOY / "serve" / f"{target}.yaml").read_text())["applications"]
+    auth = application["args"]["auth"]
+    assert auth["enabled"]
+    gateway = _deployments(application)["Gateway"]
+    nodes = ["ray-head"] + (["ray-gpu-worker"] if target == "gpu" else [])
+    for node in nodes:
+        offered = json.loads(SERVICES[node]["environment"]["RAY_RESOURCES"])
+        mounted = [s for s in SERVICES[node]["secrets"] if isinstance(s, dict) and s["target"] == auth["keys_file"]]
+        if _placeable_on({"resources": gateway.get("resources", {})}, offered):
+            (secret,) = mounted
+            assert COMPOSE["secrets"][secret["source"]]["file"].startswith("./secrets/")
+        else:
+            assert not mounted, f"{node} runs no Gateway but gets the API keys"
+
+
 def test_dockerfile_is_multi_stage_non_root_pinned_with_healthcheck():
     assert re.search(r"FROM python:\S+ AS base-cpu", DOCKERFILE)
     assert re.search(r"FROM nvidia/cuda:\S+ AS base-gpu", DOCKERFILE)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # End to end on kind: build the CPU image, create a kind cluster, install the KubeRay operator from its
-# Helm chart, apply the cpu overlay with random weights, wait for the RayService to be Ready, classify
-# a photo through the Serve service, delete the cluster. Needs docker, kind, kubectl and helm, and about
-# 6 CPUs and 10 GiB for the kind node. Not run on the machine this was written on (no Docker engine).
+# Helm chart, create the API keys Secret, apply the cpu overlay with random weights, wait for the RayService
+# to be Ready, check that a request without a key gets 401, classify a photo with the key, delete the
+# cluster. Needs docker, kind, kubectl and helm, and about 6 CPUs and 10 GiB for the kind node. Not run
+# on the machine this was written on (no Docker engine).
 #   deploy/k8s/e2e.sh                  # KUBERAY_VERSION=1.7.0 CLUSTER=hornet-e2e by default
 set -euo pipefail
 
@@ -44,13 +45,20 @@ configMapGenerator:
   - {name: hornet-checkpoint-urls, behavior: replace, literals: [checkpoint-urls=]}
 EOF
 grep -q 'weights_policy: random' "$WORK/serve-config.yaml"
+# The API keys Secret the gateways mount (deploy/README.md "API keys"): one key, made here, stored hashed.
+API_KEY="hsk_$(openssl rand -hex 24)"
+printf 'e2e %s\n' "$(printf '%s' "$API_KEY" | sha256sum | cut -d' ' -f1)" > "$WORK/api-keys"
+kubectl create secret generic hornet-api-keys --from-file=keys="$WORK/api-keys"
 kubectl apply -k "$WORK"
 kubectl wait rayservice/hornet --for=condition=Ready --timeout=20m
 
 kubectl port-forward svc/hornet-serve-svc 18000:8000 >/dev/null &
 PORT_FORWARD=$!
 for _ in $(seq 30); do curl -sf http://127.0.0.1:18000/healthz >/dev/null && break; sleep 2; done
-ANSWER="$(curl -sf -F file=@"$ROOT/tests/data/public_input.png" 'http://127.0.0.1:18000/v1/classify?model=hornet-t')"
+URL='http://127.0.0.1:18000/v1/classify?model=hornet-t'
+STATUS="$(curl -s -o /dev/null -w '%{http_code}' -F file=@"$ROOT/tests/data/public_input.png" "$URL")"
+[ "$STATUS" = 401 ] || { echo "e2e: expected 401 without an API key, got $STATUS"; exit 1; }
+ANSWER="$(curl -sf -H "Authorization: Bearer $API_KEY" -F file=@"$ROOT/tests/data/public_input.png" "$URL")"
 echo "$ANSWER"
 grep -q '"predictions"' <<<"$ANSWER"
 echo "e2e: the RayService answered a classification"
