@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, SettingsConfigDict
+from pydantic_settings.sources.utils import parse_env_vars
 
 from model import UnknownModelError, resolve_name
 
@@ -250,21 +253,45 @@ def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _set_path(target: dict[str, Any], path: list[str], value: Any) -> None:
-    for part in path[:-1]:
-        target = target.setdefault(part, {})
-    target[path[-1]] = value
+class _YamlEnvironment(EnvSettingsSource):
+    """HORNET_SERVE_* variables read from `environ` (not necessarily os.environ). List and dict values are YAML
+    (JSON is YAML): `HORNET_SERVE_MODELS="[hornet-t]"`. A HORNET_SERVE_* name that is no setting is kept, so
+    validation refuses it by name, as it refuses a typo in the YAML file; HORNET_SERVE_CONFIG names that file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ  # read by _load_env_vars, which the base class calls
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"not YAML: {value!r}") from exc  # pydantic-settings names the field
+
+    def __call__(self) -> dict[str, Any]:
+        data = super().__call__()
+        prefix = ENV_PREFIX.lower()
+        for name, value in self.env_vars.items():
+            key = name[len(prefix) :]
+            if name.startswith(prefix) and key != "config" and key.split("__")[0] not in self.settings_cls.model_fields:
+                data[key] = value  # refused by extra="forbid", which names it
+        return data
 
 
-def environment_overrides(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
-    """`HORNET_SERVE_CLASSIFIER__BATCH__MAX_BATCH_SIZE=16` -> {"classifier": {"batch": {"max_batch_size": "16"}}}.
-    Values are YAML-parsed, so lists and numbers work: `HORNET_SERVE_MODELS="[hornet-t]"`."""
-    overrides: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if key.startswith(ENV_PREFIX) and key != ENV_PREFIX + "CONFIG":
-            path = key[len(ENV_PREFIX) :].lower().split("__")
-            _set_path(overrides, path, yaml.safe_load(raw) if raw else raw)
-    return overrides
+class LoadedSettings(BaseSettings, Settings):
+    """`Settings` from their sources: defaults < YAML file < HORNET_SERVE_* environment < CLI flags."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_nested_delimiter="__", env_parse_none_str="null")
+
+
+def _read_yaml(path: str | Path) -> dict[str, Any]:
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the settings file holds {type(data).__name__}, not a mapping of settings")
+    return data
 
 
 def load_settings(
@@ -273,10 +300,13 @@ def load_settings(
     environ: Mapping[str, str] = os.environ,
 ) -> Settings:
     """Defaults, then the YAML file (`path` or $HORNET_SERVE_CONFIG), then HORNET_SERVE_* variables, then CLI flags."""
-    data: dict[str, Any] = {}
     path = path or environ.get(ENV_PREFIX + "CONFIG")
-    if path:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    data = _deep_merge(data, environment_overrides(environ))
-    data = _deep_merge(data, cli_overrides or {})
-    return Settings.model_validate(data)
+    cli = cli_overrides or {}
+    sources = (  # highest priority first
+        InitSettingsSource(LoadedSettings, init_kwargs=cli),
+        _YamlEnvironment(LoadedSettings, environ),
+        InitSettingsSource(LoadedSettings, init_kwargs=_read_yaml(path) if path else {}),
+    )
+    loaded = LoadedSettings(_build_sources=(sources, cli))
+    # Validated above (a LoadedSettings is a Settings); hand back a plain Settings, which compares equal to others.
+    return Settings.model_construct(loaded.model_fields_set, **dict(loaded))

@@ -1,4 +1,5 @@
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -19,18 +20,93 @@ def test_defaults_are_valid_and_enable_the_two_first_variants():
     assert s.weights_policy == "auto" and s.host == "127.0.0.1"
 
 
-def test_yaml_then_environment_then_cli_flags(tmp_path):
+@pytest.fixture
+def yaml_file(tmp_path):
     path = tmp_path / "s.yaml"
-    path.write_text("models: [hornet-tiny]\nport: 9000\nclassifier: {precision: bf16}\n")
-    env = {"HORNET_SERVE_PORT": "9100", "HORNET_SERVE_CLASSIFIER__BATCH__MAX_BATCH_SIZE": "4", "OTHER": "x"}
-    s = load_settings(path, environ=env)
-    assert s.models == ["hornet-t"] and s.port == 9100
-    assert s.classifier.precision == "bf16" and s.classifier.batch.max_batch_size == 4
+    path.write_text(
+        "models: [hornet-tiny]\nport: 9000\nclassifier: {precision: bf16, batch: {batch_wait_timeout_s: 0.05}}\n"
+    )
+    return path
+
+
+def test_without_sources_the_defaults_hold_and_the_result_is_a_plain_settings():
+    assert load_settings(environ={"OTHER": "x"}) == Settings()
+
+
+def test_the_yaml_file_overrides_the_defaults(yaml_file):
+    s = load_settings(yaml_file, environ={})
+    assert (s.models, s.port, s.classifier.precision, s.host) == (["hornet-t"], 9000, "bf16", "127.0.0.1")
+
+
+def test_hornet_serve_config_names_the_yaml_file_unless_a_path_is_given(yaml_file, tmp_path):
+    assert load_settings(environ={"HORNET_SERVE_CONFIG": str(yaml_file)}).port == 9000
+    other = tmp_path / "other.yaml"
+    other.write_text("port: 9001\n")
+    assert load_settings(other, environ={"HORNET_SERVE_CONFIG": str(yaml_file)}).port == 9001
+
+
+def test_the_environment_overrides_the_yaml_file(yaml_file):
+    s = load_settings(yaml_file, environ={"HORNET_SERVE_PORT": "9100", "OTHER": "x"})
+    assert (s.port, s.classifier.precision) == (9100, "bf16")
+
+
+def test_cli_flags_override_the_environment(yaml_file):
+    env = {"HORNET_SERVE_PORT": "9100", "HORNET_SERVE_WEIGHTS_POLICY": "required"}
     flags = cli_overrides(parse_args(["--port", "9200", "--models", "hornet-s,hornet-l", "--weights", "random"]))
-    s = load_settings(path, flags, environ=env)
+    s = load_settings(yaml_file, flags, environ=env)
     assert (s.port, s.models, s.weights_policy) == (9200, ["hornet-s", "hornet-l"], "random")
-    s = load_settings(environ={"HORNET_SERVE_CONFIG": str(path)})
-    assert s.port == 9000
+
+
+def test_double_underscores_nest_and_merge_with_the_yaml_file(yaml_file):
+    env = {"HORNET_SERVE_CLASSIFIER__BATCH__MAX_BATCH_SIZE": "4", "HORNET_SERVE_AUTH__RATE_PER_S": "null"}
+    s = load_settings(yaml_file, environ=env)
+    assert (s.classifier.batch.max_batch_size, s.classifier.batch.batch_wait_timeout_s) == (4, 0.05)
+    assert (s.classifier.precision, s.auth.rate_per_s) == ("bf16", None)
+
+
+@pytest.mark.parametrize("value", ["[hornet-t, hornet-b]", '["hornet-t", "hornet-b"]', "- hornet-t\n- hornet-b"])
+def test_list_values_are_yaml(value):
+    assert load_settings(environ={"HORNET_SERVE_MODELS": value}).models == ["hornet-t", "hornet-b"]
+
+
+def test_a_value_that_is_not_yaml_is_refused_naming_the_field():
+    with pytest.raises(ValueError, match='field "models"'):
+        load_settings(environ={"HORNET_SERVE_MODELS": "[hornet-t"})
+
+
+@pytest.mark.parametrize(
+    ("env", "yaml_text", "path"),
+    [
+        ({"HORNET_SERVE_CLASSIFIER__BATCHX": "1"}, "", "classifier.batchx"),
+        ({"HORNET_SERVE_PROT": "9000"}, "", "prot"),
+        ({}, "classifier: {precison: bf16}\n", "classifier.precison"),
+        ({}, "prot: 9000\n", "prot"),
+    ],
+)
+def test_unknown_keys_are_refused_with_their_path(tmp_path, env, yaml_text, path):
+    settings_file = tmp_path / "s.yaml"
+    settings_file.write_text(yaml_text)
+    with pytest.raises(ValidationError, match=rf"\n{re.escape(path)}\n  Extra inputs are not permitted"):
+        load_settings(settings_file, environ=env)
+
+
+def test_per_model_settings_from_the_environment():
+    env = {
+        "HORNET_SERVE_MODELS": "[hornet-t, hornet-b]",
+        "HORNET_SERVE_PER_MODEL": "{hornet-b: {batch: {max_batch_size: 4}}}",
+        "HORNET_SERVE_PER_MODEL__HORNET-B__MAX_QUEUED_REQUESTS": "9",  # names with `-`: env(1), Kubernetes
+    }
+    s = load_settings(environ=env)
+    b, t = s.classifier_for("hornet-b"), s.classifier_for("hornet-t")
+    assert (b.batch.max_batch_size, b.max_queued_requests) == (4, 9)
+    assert (t.batch.max_batch_size, t.max_queued_requests) == (8, 64)
+
+
+def test_only_load_settings_reads_the_environment_and_only_the_one_it_is_given(monkeypatch):
+    monkeypatch.setenv("HORNET_SERVE_PORT", "9300")
+    assert load_settings(environ={}).port == 8000
+    assert Settings.model_validate({}, context={LIVE_FIELDS_ELSEWHERE: True}).port == 8000  # service.app's path
+    assert load_settings().port == 9300
 
 
 def test_per_model_overrides_merge_into_the_defaults():
