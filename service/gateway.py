@@ -27,7 +27,7 @@ from service import errors
 from service.auth import KeyStore, TokenBuckets, bearer_token
 from service.classifier import Classification, ModelNotLoaded
 from service.config import Settings
-from service.decode import DecodeQueueFull, Decoder
+from service.decode import DecodeQueueFull, Decoder, cap_malloc_arenas
 from service.metrics import GatewayMetrics
 from service.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, Prediction
 from service.upload import image_bytes
@@ -36,6 +36,7 @@ log = logging.getLogger("ray.serve")
 # Ray Serve's proxy accepts a client's X-Request-ID (or makes one), passes it in, and echoes it back.
 REQUEST_ID_HEADER = "x-request-id"
 DESCRIBE_TIMEOUT_S = 5.0
+GATEWAY_MALLOC_ARENAS = 2  # see service.decode.cap_malloc_arenas (the 30-minute soak's gateway RSS)
 INDEX_HTML = resources.files("service").joinpath("static", "index.html").read_text(encoding="utf-8")
 _ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 415, 422, 429, 503, 504)}
 # The body is read by hand (streamed, size-limited), so its schema is declared here for /docs.
@@ -127,6 +128,7 @@ class Gateway:
     def __init__(self, settings: Settings, classifiers: dict[str, DeploymentHandle]) -> None:
         self.settings = settings
         self.classifiers = classifiers
+        cap_malloc_arenas(GATEWAY_MALLOC_ARENAS)  # before the decode threads exist
         self.decoder = Decoder(settings.gateway, settings.limits, settings.timeouts.decode_s)
         self.metrics = GatewayMetrics.create()
         self._info: dict[str, ModelInfo] = {}
