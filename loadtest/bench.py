@@ -31,6 +31,7 @@ from loadtest.corpus import encode, photo
 from loadtest.machine import describe
 from model import BatchPredictor, create_model, decode, get_variant, resize
 from model.precision import resolve_precision
+from model.preprocess import draft_size
 from service.config import Settings
 
 MODEL_ROLE = "model replica"
@@ -52,8 +53,8 @@ def measure_model(args: argparse.Namespace, settings: Settings, images: list[byt
     single = _best_window(predictor, 1, args.model_seconds)
 
     def prepare(data: bytes, draft: bool) -> np.ndarray:
-        draft_size = (variant.preprocessing.resize_short or variant.input_size) if draft else None
-        return resize(decode(data, max_pixels=10**9, draft_size=draft_size), variant.preprocessing)
+        draft_side = draft_size(variant.preprocessing) if draft else None
+        return resize(decode(data, max_pixels=10**9, draft_size=draft_side), variant.preprocessing)
 
     def decode_rate(draft: bool) -> float:
         started, n = time.perf_counter(), 0

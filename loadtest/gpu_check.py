@@ -48,6 +48,7 @@ from loadtest.bench_model import time_batches
 from loadtest.corpus import encode, photo
 from loadtest.machine import cpu_bf16_support, cpu_model
 from model import BatchPredictor, create_model, decode, get_variant, resize, resolve_precision
+from model.preprocess import draft_size
 
 ROOT = Path(__file__).resolve().parents[1]
 GROWTH = 1.05  # a batch size that adds less than 5% images/s over the best smaller one ends a series
@@ -135,10 +136,10 @@ class Report:
 def _decode_for(data: bytes, variant_id: str, draft: bool, seconds: float) -> float:
     """Images/s of the gateway's decode + resize of one JPEG, repeated for `seconds` in this process."""
     recipe = get_variant(variant_id).preprocessing
-    draft_size = (recipe.resize_short or recipe.input_size) if draft else None
+    draft_side = draft_size(recipe) if draft else None
     count, started = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds or count < 2:
-        resize(decode(data, max_pixels=10**9, draft_size=draft_size), recipe)
+        resize(decode(data, max_pixels=10**9, draft_size=draft_side), recipe)
         count += 1
     return count / elapsed
 
