@@ -30,10 +30,10 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest
 
-# The unit tests (model, config, deploy rules): everything outside tests/integration, no Ray; under a minute
-# on 2 cores. `make test` runs them too, with the integration tests and lint.
+# The unit tests (model, config, deploy rules): everything outside tests/integration (no Ray) but the few
+# marked slow. `make test` runs them all, with the integration tests and lint.
 test-unit: $(STAMP) system-deps
-	$(PY) -m pytest -m "not integration"
+	$(PY) -m pytest -m "not integration and not slow"
 
 serve: $(STAMP)
 	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml $(ARGS)

@@ -13,7 +13,6 @@ No RayJob CRD is stored with the project (tests/data holds KubeRay's RayService 
 from __future__ import annotations
 
 import functools
-import gzip
 import json
 import re
 import shlex
@@ -31,6 +30,7 @@ from service.bulk import parse_args
 from service.bulk_job import make_job
 from service.config import Settings
 from service.ray_env import RAY_ENV
+from test_deploy import rayservice_schema
 
 ROOT = Path(__file__).parent.parent
 BULK = ROOT / "deploy" / "k8s" / "bulk"
@@ -85,11 +85,9 @@ def _rayjob() -> Doc:
 
 @functools.lru_cache
 def _ray_cluster_validator() -> jsonschema.protocols.Validator:
-    """The RayService CRD's `rayClusterConfig` schema (its check against the metaschema done once)."""
-    with gzip.open(ROOT / "tests" / "data" / "ray.io_rayservices.yaml.gz", "rt") as f:
-        crd = yaml.safe_load(f)
-    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    schema = v1["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["rayClusterConfig"]
+    """The RayService CRD's `rayClusterConfig` schema (the CRD as test_deploy reads it, once per session; its
+    check against the metaschema done once)."""
+    schema = rayservice_schema()["properties"]["spec"]["properties"]["rayClusterConfig"]
     validator = jsonschema.validators.validator_for(schema)
     validator.check_schema(schema)
     return validator(schema)

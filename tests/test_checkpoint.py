@@ -24,23 +24,35 @@ def _assert_golden(net):
     assert (_logits(net) - expected).abs().max().item() <= 1e-3
 
 
+@pytest.fixture(scope="module")
+def spec_weights() -> dict[str, torch.Tensor]:
+    """SPEC.md's weights, made once for the module (each making costs most of a second)."""
+    return official_state_dict()
+
+
+@pytest.fixture
+def official(spec_weights) -> dict[str, torch.Tensor]:
+    """A fresh dict of them: tests add, drop and replace entries (loading copies, no tensor changes in place)."""
+    return dict(spec_weights)
+
+
 def _hub_name(path, stem="hornet-tiny_3rdparty_in1k_20220915"):
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return f"{stem}-{digest[:8]}.pth"
 
 
-def test_official_file_with_training_args_loads_with_weights_only(tmp_path):
+def test_official_file_with_training_args_loads_with_weights_only(tmp_path, official):
     path = tmp_path / "official.pth"
-    sd = official_state_dict()
+    sd = official
     torch.save({"model": sd, "model_ema": sd, "epoch": 299, "args": argparse.Namespace(lr=4e-3)}, path)
     _assert_golden(model.create_model("hornet-t", weights=path))
     _assert_golden(model.create_model("hornet-t", weights=str(path)))
 
 
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
-def test_mmpretrain_layout_from_pt_and_safetensors(tmp_path, suffix):
+def test_mmpretrain_layout_from_pt_and_safetensors(tmp_path, suffix, official):
     path = tmp_path / f"mm{suffix}"
-    sd = to_mmpretrain(official_state_dict())
+    sd = to_mmpretrain(official)
     if suffix == ".safetensors":
         save_file(sd, str(path))
     else:
@@ -48,9 +60,9 @@ def test_mmpretrain_layout_from_pt_and_safetensors(tmp_path, suffix):
     _assert_golden(model.create_model("hornet-t", weights=path))
 
 
-def test_checkpoint_directory_finds_the_published_file_name_and_checks_its_hash(tmp_path):
+def test_checkpoint_directory_finds_the_published_file_name_and_checks_its_hash(tmp_path, official):
     staging = tmp_path / "staging.pth"
-    torch.save(to_mmpretrain(official_state_dict()), staging)
+    torch.save(to_mmpretrain(official), staging)
     directory = tmp_path / "ckpts"
     directory.mkdir()
     good_name = model.get_variant("hornet-t").checkpoint_filename
@@ -65,10 +77,10 @@ def test_checkpoint_directory_finds_the_published_file_name_and_checks_its_hash(
         model.create_model("hornet-s", weights=directory)
 
 
-def test_url_download_goes_to_the_hub_cache_and_verifies_the_hash(http_dir, hub_dir, tmp_path):
+def test_url_download_goes_to_the_hub_cache_and_verifies_the_hash(http_dir, hub_dir, tmp_path, official):
     root, base = http_dir
     staging = tmp_path / "staging.pth"
-    torch.save({"state_dict": to_mmpretrain(official_state_dict())}, staging)
+    torch.save({"state_dict": to_mmpretrain(official)}, staging)
     name = _hub_name(staging)
     (root / name).write_bytes(staging.read_bytes())
     _assert_golden(model.create_model("hornet-t", weights=base + name))
@@ -78,10 +90,10 @@ def test_url_download_goes_to_the_hub_cache_and_verifies_the_hash(http_dir, hub_
     _assert_golden(model.create_model("hornet-t", weights=base + name))
 
 
-def test_url_with_wrong_hash_is_refused_and_not_cached(http_dir, hub_dir, tmp_path):
+def test_url_with_wrong_hash_is_refused_and_not_cached(http_dir, hub_dir, tmp_path, official):
     root, base = http_dir
     staging = tmp_path / "staging.pth"
-    torch.save(official_state_dict(), staging)
+    torch.save(official, staging)
     name = "hornet-tiny_3rdparty_in1k_20220915-0e8eedff.pth"
     (root / name).write_bytes(staging.read_bytes())
     with pytest.raises(model.CheckpointError, match="hash mismatch"):
@@ -89,9 +101,9 @@ def test_url_with_wrong_hash_is_refused_and_not_cached(http_dir, hub_dir, tmp_pa
     assert not (hub_dir / name).exists()
 
 
-def test_corrupt_and_missing_files_name_the_file(tmp_path):
+def test_corrupt_and_missing_files_name_the_file(tmp_path, official):
     path = tmp_path / "corrupt.pth"
-    torch.save(official_state_dict(), path)
+    torch.save(official, path)
     path.write_bytes(path.read_bytes()[: os.path.getsize(path) // 2])
     with pytest.raises(model.CheckpointError, match="cannot read checkpoint .*corrupt.pth"):
         model.create_model("hornet-t", weights=path)
@@ -116,8 +128,8 @@ def test_a_malicious_pickle_is_refused_and_never_executed(tmp_path):
     assert not os.path.exists(marker)
 
 
-def test_missing_unexpected_and_misshaped_keys_are_named():
-    sd = official_state_dict()
+def test_missing_unexpected_and_misshaped_keys_are_named(official):
+    sd = official
     del sd["stages.2.5.gnconv.proj_in.weight"]
     sd["stages.9.0.bogus"] = torch.zeros(1)
     sd["stages.0.0.pwconv1.weight"] = torch.zeros(3, 3)
@@ -129,15 +141,15 @@ def test_missing_unexpected_and_misshaped_keys_are_named():
     assert "mis-shaped keys: stages.0.0.pwconv1.weight (checkpoint (3, 3), model (256, 64))" in message
 
 
-def test_wrong_variant_for_the_checkpoint_fails_loudly():
+def test_wrong_variant_for_the_checkpoint_fails_loudly(official):
     with pytest.raises(model.CheckpointError, match="mis-shaped keys"):
-        model.create_model("hornet-s", weights=official_state_dict())
+        model.create_model("hornet-s", weights=official)
     with pytest.raises(model.CheckpointError, match="missing keys: .*complex_weight"):
-        model.create_model("hornet-t-gf", weights=official_state_dict())
+        model.create_model("hornet-t-gf", weights=official)
 
 
-def test_head_size_follows_the_checkpoint_and_num_classes_must_agree():
-    sd = official_state_dict()
+def test_head_size_follows_the_checkpoint_and_num_classes_must_agree(official):
+    sd = official
     sd["head.weight"] = sd["head.weight"][:37].clone()
     sd["head.bias"] = sd["head.bias"][:37].clone()
     assert model.create_model("hornet-t", weights=sd).num_classes == 37
@@ -156,7 +168,7 @@ def test_gf_filter_shapes_follow_the_checkpoint():
         assert torch.allclose(net(x), src.eval()(x), atol=1e-5)
 
 
-def test_non_tensor_entries_are_refused():
+def test_non_tensor_entries_are_refused(official):
     with pytest.raises(model.CheckpointError, match="not tensors: epoch"):
-        model.create_model("hornet-t", weights={"epoch": 3, **official_state_dict()})
-    assert checkpoint.head_classes(official_state_dict()) == 1000
+        model.create_model("hornet-t", weights={"epoch": 3, **official})
+    assert checkpoint.head_classes(official) == 1000

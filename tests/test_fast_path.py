@@ -5,6 +5,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from nets import narrow_hornet
 
 import model
 from model.buckets import StagingPool, bucket_for, check_buckets
@@ -14,7 +15,7 @@ RECIPE = model.get_variant("hornet-t").preprocessing
 
 @pytest.fixture(scope="module")
 def net():
-    return model.create_model("hornet-t", num_classes=10)
+    return narrow_hornet()
 
 
 def _images(n: int, seed: int) -> np.ndarray:
@@ -108,6 +109,7 @@ def _small_hornet() -> model.HorNet:
     return net.eval()
 
 
+@pytest.mark.slow  # torch.compile: seconds even for one block
 def test_compiled_predictor_matches_eager_and_is_warmed_per_bucket():
     net = _small_hornet()
     eager = model.BatchPredictor(net, RECIPE)

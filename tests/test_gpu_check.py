@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 # The service's own dependencies, none on the GPU machine (pydantic is not there either: it travels as wheels,
 # see the module docstring of loadtest.gpu_check). tqdm is left out: torch.hub imports it where it is installed.
@@ -27,6 +29,7 @@ def test_the_check_imports_nothing_the_gpu_machine_lacks():
     assert not imported & MISSING_ON_THE_GPU_MACHINE
 
 
+@pytest.mark.slow  # its own 40 s budget
 def test_quick_run_on_the_cpu_writes_the_whole_report(tmp_path):
     out = tmp_path / "gpu"
     proc = _python("-m", "loadtest.gpu_check", str(out), "--quick", timeout=240)

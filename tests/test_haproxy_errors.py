@@ -97,6 +97,7 @@ def test_a_request_head_over_the_buffer_is_refused(haproxy):
     assert response.status_code == 400
 
 
+@pytest.mark.slow  # waits out the shipped HEADERS_TIMEOUT_S
 def test_a_client_that_trickles_its_headers_is_cut_off(haproxy):
     url, _ = haproxy
     host, port = url.removeprefix("http://").split(":")
