@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from service.errors import InvalidImage, InvalidParameter, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
@@ -51,8 +51,8 @@ async def _from_multipart(request: Request, body: bytes) -> bytes:
 
     try:
         form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
-    except MultiPartException as exc:
-        raise InvalidImage(f"malformed multipart body: {exc.message}") from exc
+    except HTTPException as exc:  # in an app, Starlette reports a MultiPartException as a 400 HTTPException
+        raise InvalidImage(f"malformed multipart body: {exc.detail}") from exc
     files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
     wrong = sorted({key for key, _ in files if key != "file"})
     if wrong:

@@ -90,9 +90,16 @@ def serve_config(service: Doc) -> Doc:
 @functools.lru_cache
 def rayservice_schema() -> Doc:
     with gzip.open(ROOT / "tests" / "data" / "ray.io_rayservices.yaml.gz", "rt") as f:
-        crd = yaml.safe_load(f)
+        crd = yaml.load(f, Loader=yaml.CSafeLoader)  # 5x faster than safe_load on the 2 MB CRD
     (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
     return v1["schema"]["openAPIV3Schema"]
+
+
+@functools.lru_cache
+def rayservice_validator() -> jsonschema.protocols.Validator:
+    """One validator for the CRD's schema (jsonschema.validate would check the schema itself on every call)."""
+    schema = rayservice_schema()
+    return jsonschema.validators.validator_for(schema)(schema)
 
 
 def with_components(tmp_path: Path, base: str, components: list[str]) -> list[Doc]:
@@ -146,7 +153,7 @@ def test_overlay_renders_and_core_objects_validate(name):
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_rayservice_validates_against_the_kuberay_crd(name):
     service = rayservice(overlay(name))
-    jsonschema.validate(service, rayservice_schema())
+    rayservice_validator().validate(service)
     assert service["spec"]["rayClusterConfig"]["authOptions"]["mode"] == "token"
 
 
@@ -154,7 +161,7 @@ def test_a_broken_rayservice_is_rejected_by_the_schema():
     service = rayservice(overlay("gpu"))
     service["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]["maxReplicas"] = "eight"
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(service, rayservice_schema())
+        rayservice_validator().validate(service)
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
@@ -470,7 +477,7 @@ def test_gcs_fault_tolerance_component(name, tmp_path):
     externalStorageNamespace each RayCluster uses its own UID, so the new cluster of an upgrade never
     reads the old one's state."""
     service = rayservice(with_components(tmp_path, name, ["gcs-ft"]))
-    jsonschema.validate(service, rayservice_schema())
+    rayservice_validator().validate(service)
     options = service["spec"]["rayClusterConfig"]["gcsFaultToleranceOptions"]
     assert options["redisAddress"]
     assert set(options["redisPassword"]) == {"valueFrom"}
@@ -491,7 +498,7 @@ def test_checkpoints_pvc_component_mounts_a_shared_claim(tmp_path):
     kubernetes_validate.validate(claim, K8S_VERSION, strict=True)
     assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["spec"]["storageClassName"]
     service = rayservice(docs)
-    jsonschema.validate(service, rayservice_schema())
+    rayservice_validator().validate(service)
     spec = dict(groups(service))["gpu-classifiers"]["template"]["spec"]
     assert "initContainers" not in spec
     volume = {
@@ -532,7 +539,7 @@ def test_e2e_pins_kuberay_and_renders_the_cpu_overlay_with_random_weights():
         shutil.rmtree(work)
     assert {d["kind"] for d in docs} == {"ConfigMap", "RayService"}
     service = rayservice(docs)
-    jsonschema.validate(service, rayservice_schema())
+    rayservice_validator().validate(service)
     assert serve_config(service)["applications"][0]["args"]["weights_policy"] == "random"
     urls = [d for d in docs if d["metadata"]["name"] == "hornet-checkpoint-urls"]
     assert urls[0]["data"] == {"checkpoint-urls": ""}

@@ -5,10 +5,10 @@ import threading
 import numpy as np
 import pytest
 import torch
-from nets import narrow_hornet
 
 import model
 from model.buckets import StagingPool, bucket_for, check_buckets
+from nets import narrow_hornet
 
 RECIPE = model.get_variant("hornet-t").preprocessing
 

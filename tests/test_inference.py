@@ -1,11 +1,11 @@
 import numpy as np
 import pytest
 import torch
-from nets import narrow_hornet
 from PIL import Image
 
 import model
 from golden import DATA, golden, official_state_dict
+from nets import narrow_hornet
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import sys
 # Six threads allocate at the same time and keep what they got; then glibc's malloc_info lists its heaps.
 PROBE = """
 import ctypes, sys, tempfile, threading
-from service.decode import cap_malloc_arenas
 cap = int(sys.argv[1])
 if cap:
+    from service.decode import cap_malloc_arenas
     assert cap_malloc_arenas(cap)
 start = threading.Barrier(6)
 kept = []

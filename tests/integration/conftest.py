@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import free_port
 
+from helpers import free_port
 from loadtest.http_load import wait_ready
 from service.config import Settings
 from service.local import local_service

@@ -2,8 +2,8 @@
 and its status: test_hostile.py)."""
 
 import pytest
-from helpers import api_error
 
+from helpers import api_error
 from images import encode, photo
 from model import labels
 

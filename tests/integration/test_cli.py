@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port
 
+from helpers import free_port
 from images import encode, photo
 from loadtest.http_load import wait_ready
 

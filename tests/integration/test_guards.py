@@ -9,8 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import api_error, poll
 
+from helpers import api_error, poll
 from images import encode, photo, webp_bomb
 from loadtest.http_load import wait_ready
 from service.auth import hash_key

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 import pytest
-from helpers import api_error
 from PIL import Image
 
+from helpers import api_error
 from images import encode, photo, png_header, psd, webp_bomb
 
 from .live import TEST_SETTINGS, serve_actors

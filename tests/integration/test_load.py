@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import httpx
-from helpers import poll
 
+from helpers import poll
 from service.config import Settings
 
 from .live import JPEG, JPEG_HEADERS, TEST_SETTINGS, burst, serve_actors

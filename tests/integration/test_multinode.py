@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import yaml
-from helpers import free_port
 
+from helpers import free_port
 from images import encode, photo
 from loadtest.http_load import wait_ready
 from service.config import Settings

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-from helpers import poll
 
+from helpers import poll
 from service.config import Settings
 from service.local import deploy
 
