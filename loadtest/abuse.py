@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import math
-import socket
 import tempfile
 import time
 from collections import Counter
@@ -29,7 +28,7 @@ from urllib.parse import urlsplit
 from PIL import Image
 
 from loadtest.corpus import encode, photo
-from loadtest.http_load import read_response
+from loadtest.http_load import free_port, read_response
 from model.preprocess import DECODE_BUDGET
 from service.auth import hash_key
 
@@ -140,17 +139,11 @@ async def measure(url: str, args: argparse.Namespace, keys: dict[str, str]) -> d
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _settings(args: argparse.Namespace, keys_file: Path | None):
     from service.config import load_settings
 
-    overrides: dict = {"weights_policy": "random", "models": [args.model], "port": _free_port(),
-                       "metrics_export_port": _free_port()}  # fmt: skip
+    overrides: dict = {"weights_policy": "random", "models": [args.model], "port": free_port(),
+                       "metrics_export_port": free_port()}  # fmt: skip
     if keys_file is not None:
         overrides["auth"] = {"enabled": True, "keys_file": str(keys_file)}
     return load_settings(args.config, overrides)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from loadtest.http_load import LoadResult, closed_loop, multipart, wait_ready
+from loadtest.http_load import LoadResult, closed_loop, free_port, multipart, wait_ready
 from loadtest.process_cpu import cpu_seconds_by_role
 from service.config import Settings
 
@@ -33,12 +32,6 @@ MODES: dict[str, dict[str, str]] = {
     "no-throughput-mode": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
     "nice-15": {"RAY_worker_niceness": "15"},
 }  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def summarize(concurrency: int, load: LoadResult) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -107,6 +108,13 @@ async def closed_loop(
     await asyncio.gather(*(user(i) for i in range(concurrency)))
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_ready(base_url: str, timeout_s: float, server: subprocess.Popen | None = None) -> None:

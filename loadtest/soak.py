@@ -23,7 +23,6 @@ import csv
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from loadtest.http_load import wait_ready
+from loadtest.http_load import free_port, wait_ready
 
 GROWTH_LIMIT = 0.10
 JUDGED_MB = 100
@@ -61,12 +60,6 @@ class Sample:
     pid: int
     label: str
     rss_mb: float
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _label(process: psutil.Process) -> str:
@@ -185,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     requests_csv = args.out / "requests.csv"
     requests_csv.write_text("")
-    port, metrics_port = _free_port(), _free_port()
+    port, metrics_port = free_port(), free_port()
     url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
     with (args.out / "serve.log").open("w") as serve_log:

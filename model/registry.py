@@ -68,8 +68,8 @@ class Variant(BaseModel):
         return [None, None, (s3, s3 // 2 + 1), (s4, s4 // 2 + 1)]
 
 
-CROP_224 = Preprocessing(mode="resize_crop", input_size=224, resize_short=256)
-WARP_384 = Preprocessing(mode="warp", input_size=384)
+_CROP_224 = Preprocessing(mode="resize_crop", input_size=224, resize_short=256)
+_WARP_384 = Preprocessing(mode="warp", input_size=384)
 
 
 def _row(
@@ -105,31 +105,31 @@ def _row(
 
 # fmt: off
 _TABLE = (
-    _row(id="hornet-t",       alias="hornet-tiny",        base_dim=64,  global_filter=False, preprocessing=CROP_224,
+    _row(id="hornet-t",       alias="hornet-tiny",        base_dim=64,  global_filter=False, preprocessing=_CROP_224,
          train_data=IN1K,  params_1k=22_409_512,  gmacs=3.98,   top1=82.84, top5=96.24,
          checkpoint="hornet-tiny_3rdparty_in1k_20220915-0e8eedff.pth"),
-    _row(id="hornet-t-gf",    alias="hornet-tiny-gf",     base_dim=64,  global_filter=True,  preprocessing=CROP_224,
+    _row(id="hornet-t-gf",    alias="hornet-tiny-gf",     base_dim=64,  global_filter=True,  preprocessing=_CROP_224,
          train_data=IN1K,  params_1k=22_991_848,  gmacs=3.90,   top1=82.98, top5=96.38,
          checkpoint="hornet-tiny-gf_3rdparty_in1k_20220915-4c35a66b.pth"),
-    _row(id="hornet-s",       alias="hornet-small",       base_dim=96,  global_filter=False, preprocessing=CROP_224,
+    _row(id="hornet-s",       alias="hornet-small",       base_dim=96,  global_filter=False, preprocessing=_CROP_224,
          train_data=IN1K,  params_1k=49_528_264,  gmacs=8.83,   top1=83.79, top5=96.75,
          checkpoint="hornet-small_3rdparty_in1k_20220915-5935f60f.pth"),
-    _row(id="hornet-s-gf",    alias="hornet-small-gf",    base_dim=96,  global_filter=True,  preprocessing=CROP_224,
+    _row(id="hornet-s-gf",    alias="hornet-small-gf",    base_dim=96,  global_filter=True,  preprocessing=_CROP_224,
          train_data=IN1K,  params_1k=50_401_768,  gmacs=8.71,   top1=83.98, top5=96.77,
          checkpoint="hornet-small-gf_3rdparty_in1k_20220915-649ca492.pth"),
-    _row(id="hornet-b",       alias="hornet-base",        base_dim=128, global_filter=False, preprocessing=CROP_224,
+    _row(id="hornet-b",       alias="hornet-base",        base_dim=128, global_filter=False, preprocessing=_CROP_224,
          train_data=IN1K,  params_1k=87_256_680,  gmacs=15.59,  top1=84.24, top5=96.94,
          checkpoint="hornet-base_3rdparty_in1k_20220915-a06176bb.pth"),
-    _row(id="hornet-b-gf",    alias="hornet-base-gf",     base_dim=128, global_filter=True,  preprocessing=CROP_224,
+    _row(id="hornet-b-gf",    alias="hornet-base-gf",     base_dim=128, global_filter=True,  preprocessing=_CROP_224,
          train_data=IN1K,  params_1k=88_421_352,  gmacs=15.42,  top1=84.32, top5=96.95,
          checkpoint="hornet-base-gf_3rdparty_in1k_20220915-82c06fa7.pth"),
-    _row(id="hornet-l",       alias="hornet-large",       base_dim=192, global_filter=False, preprocessing=CROP_224,
+    _row(id="hornet-l",       alias="hornet-large",       base_dim=192, global_filter=False, preprocessing=_CROP_224,
          train_data=IN22K, params_1k=194_542_504, gmacs=34.83,  top1=None,  top5=None,
          checkpoint="hornet-large_3rdparty_in21k_20220909-9ccef421.pth"),
-    _row(id="hornet-l-gf",    alias="hornet-large-gf",    base_dim=192, global_filter=True,  preprocessing=CROP_224,
+    _row(id="hornet-l-gf",    alias="hornet-large-gf",    base_dim=192, global_filter=True,  preprocessing=_CROP_224,
          train_data=IN22K, params_1k=196_289_512, gmacs=34.58,  top1=None,  top5=None,
          checkpoint="hornet-large-gf_3rdparty_in21k_20220909-3aea3b61.pth"),
-    _row(id="hornet-l-gf384", alias="hornet-large-gf384", base_dim=192, global_filter=True,  preprocessing=WARP_384,
+    _row(id="hornet-l-gf384", alias="hornet-large-gf384", base_dim=192, global_filter=True,  preprocessing=_WARP_384,
          train_data=IN22K, params_1k=201_806_824, gmacs=101.63, top1=None,  top5=None,
          checkpoint="hornet-large-gf384_3rdparty_in21k_20220909-80894290.pth"),
 )

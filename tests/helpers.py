@@ -1,8 +1,7 @@
-"""Helpers the unit and integration tests share: a free local port, polling, the service's JSON error check."""
+"""Helpers the unit and integration tests share: polling, the service's JSON error check (a free port: loadtest.http_load)."""
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -10,12 +9,6 @@ from typing import TypeVar
 import httpx
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def poll(condition: Callable[[], T], timeout_s: float = 30, interval_s: float = 0.5) -> T:

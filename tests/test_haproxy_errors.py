@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import free_port
+from loadtest.http_load import free_port
 from service.haproxy_errors import HEADERS_TIMEOUT_S, REQUEST_ID_RULES, add_contract, real_haproxy
 from service.local import haproxy_wrapper
 from service.ray_env import HAPROXY_BINARY_ENV

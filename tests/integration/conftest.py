@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import free_port
-from loadtest.http_load import wait_ready
+from loadtest.http_load import free_port, wait_ready
 from service.config import Settings
 from service.local import local_service
 

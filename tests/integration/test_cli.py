@@ -11,9 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import free_port
 from images import encode, photo
-from loadtest.http_load import wait_ready
+from loadtest.http_load import free_port, wait_ready
 
 
 def test_cli_serves_and_shuts_down_cleanly_on_sigterm(tmp_path):

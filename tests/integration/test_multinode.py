@@ -15,9 +15,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from helpers import free_port
 from images import encode, photo
-from loadtest.http_load import wait_ready
+from loadtest.http_load import free_port, wait_ready
 from service.config import Settings
 from service.local import ray_environment
 from service.serve_config import serve_config

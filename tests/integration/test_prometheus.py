@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from helpers import free_port
 from images import encode, photo
+from loadtest.http_load import free_port
 
 QUERY = "histogram_quantile(0.95, sum by (le, model) (rate(ray_hornet_request_latency_seconds_bucket[30s])))"
 
