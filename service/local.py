@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from service.config import Settings
+from service.haproxy_errors import REQUEST_TIMEOUT_ENV
 from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
 from service.serve_config import serve_config
@@ -61,7 +62,7 @@ def local_service(
 ) -> Iterator[str]:
     """Start Ray and the app; yield the base URL; on exit delete the app (draining in-flight requests:
     each replica finishes its ongoing requests before it stops), then stop Serve and Ray."""
-    apply_ray_env(ray_env)
+    apply_ray_env({REQUEST_TIMEOUT_ENV: str(settings.timeouts.body_read_s), **(ray_env or {})})
     import ray  # after the environment: Serve reads its settings when first imported
     from ray import serve
 

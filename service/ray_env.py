@@ -11,18 +11,25 @@ from __future__ import annotations
 # with a 150 KB array took 5.6 ms instead of 2.6 ms.
 MAX_DIRECT_CALL_OBJECT_SIZE = 1 << 20
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": MAX_DIRECT_CALL_OBJECT_SIZE}
+HAPROXY_BUFFER_BYTES = 1 << 20
 
 # Environment variables for every Ray process (`ray.init` passes the system config itself; a `ray start`
 # reads RAY_<name> instead).
 RAY_ENV: dict[str, str] = {
     "RAY_max_direct_call_object_size": str(MAX_DIRECT_CALL_OBJECT_SIZE),
-    # Ray Serve's HAProxy ingress stays off: it cut the CPU outside the model from 43-46 to 25-29 ms per
-    # request and the empty pipeline from 26 to 9 ms (README, Performance), but a request in flight on a
-    # gateway replica that dies gets its connection closed with no answer instead of the JSON 503 + Retry-After
-    # the service promises (3 of 9-15 requests in tests/integration/test_load.py; neither L7 retries nor
-    # fresh server connections changed that). Set it to 1 to trade that for the speed: `hornet-haproxy`
-    # (service/haproxy_errors.py) then gives HAProxy's own errors the JSON contract.
-    "RAY_SERVE_ENABLE_HA_PROXY": "0",
+    # Ray Serve's HAProxy ingress instead of the Python HTTP proxy: it cut the CPU outside the model from
+    # 43-46 to 25-29 ms per request and the empty pipeline from 26 to 9 ms (README, Performance).
+    # `hornet-haproxy` (service/haproxy_errors.py) gives it the service's error contract.
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # A request whose gateway replica dies before answering is replayed on another one (or on Serve's fallback
+    # proxy) instead of haproxy closing a keep-alive connection with no answer; classification has no side
+    # effects, so a replay is safe. haproxy replays only what fits its buffer: uploads up to 1 MiB (a 1024x768
+    # JPEG is 0.1-0.3 MB); buffers are taken per request in flight, not per connection. The retries go to the
+    # same (dead) replica until haproxy marks it down after 3 errors (Ray's `error-limit 3`), and only then to
+    # another one: 5 retries, each a refused connection that costs nothing (tests/test_haproxy_errors.py).
+    "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
+    "RAY_SERVE_HAPROXY_RETRIES": "5",
+    "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(HAPROXY_BUFFER_BYTES),
     # gRPC between deployments, user code on the replica's main loop, buffered request logs.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     # Ray starts workers at nice 15: replicas would yield to Ray's own daemons on a busy node.

@@ -4,6 +4,7 @@ engine here, so the files are checked for what the stack relies on."""
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 from typing import Any
@@ -29,9 +30,9 @@ def runtime_stage() -> str:
 
 
 def image_env() -> dict[str, str]:
-    """The ENV of the runtime stage, `ENV A=1 \\ B=2` instructions joined."""
+    """The ENV of the runtime stage, `ENV A=1 \\ B="x y"` instructions joined (quoted as a shell would)."""
     text = runtime_stage().replace("\\\n", " ")
-    pairs = [p for line in text.splitlines() if line.startswith("ENV ") for p in line.split()[1:]]
+    pairs = [p for line in text.splitlines() if line.startswith("ENV ") for p in shlex.split(line)[1:]]
     return dict(p.split("=", 1) for p in pairs)
 
 

