@@ -43,7 +43,7 @@ serve: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m loadtest.bench_model --model hornet-t --batch-sizes 1,8 --json artifacts/bench/model_levers.json
 	$(PY) -m loadtest.bench_decode
-	$(PY) -m loadtest.bench --model hornet-t --modes shipped,python-proxy,haproxy
+	$(PY) -m loadtest.bench --model hornet-t --modes shipped,no-haproxy,python-proxy
 
 # Bulk classification (Ray Data) against the in-process model at the same precision (docs/bulk.md).
 bench-bulk: $(STAMP)

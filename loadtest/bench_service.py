@@ -28,7 +28,8 @@ MODES: dict[str, dict[str, str]] = {
     "shipped": {},
     # The Ray defaults this project ran before: Python HTTP proxy, actor calls, workers at nice 15.
     "python-proxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_worker_niceness": "15"},
-    "haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "1"},
+    # What `hornet-serve` shipped before HAProxy's dead-replica replay was in place.
+    "no-haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "no-throughput-mode": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
     "nice-15": {"RAY_worker_niceness": "15"},
 }  # fmt: skip
