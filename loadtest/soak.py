@@ -60,6 +60,14 @@ class Sample:
     pid: int
     label: str
     rss_mb: float
+    anon_mb: float  # private memory: where a leak shows
+    file_mb: float  # pages of mapped files (Python, torch and Ray's libraries): faulted in as code paths first run
+
+
+def _rss_split_mb(pid: int) -> tuple[float, float]:
+    """RssAnon and RssFile of /proc/<pid>/status, in MB."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["RssAnon"].split()[0]) / 1024, int(fields["RssFile"].split()[0]) / 1024
 
 
 def _label(process: psutil.Process) -> str:
@@ -74,8 +82,9 @@ def service_rss(root: psutil.Process, minute: int) -> list[Sample]:
     samples = []
     for process in [root, *root.children(recursive=True)]:
         try:
-            samples.append(Sample(minute, process.pid, _label(process), process.memory_info().rss / 2**20))
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            rss_mb = process.memory_info().rss / 2**20
+            samples.append(Sample(minute, process.pid, _label(process), rss_mb, *_rss_split_mb(process.pid)))
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError):
             continue
     return samples
 
@@ -121,6 +130,7 @@ def rss_check(samples: list[Sample], warm_minute: int) -> tuple[list[str], bool]
         verdict = "GREW" if bad else ("ok" if judged else "(not judged)")
         lines.append(
             f"  {warm.label:28} pid {pid:>7}  {warm.rss_mb:8.0f} -> {end.rss_mb:8.0f} MB  {growth:+6.1%}  {verdict}"
+            f"  (anon {warm.anon_mb:.0f} -> {end.anon_mb:.0f}, files {warm.file_mb:.0f} -> {end.file_mb:.0f})"
         )
     for pid in at[last].keys() - at[warm_minute].keys():
         lines.append(f"  {at[last][pid].label:28} pid {pid:>7}  new after the warm-up: {at[last][pid].rss_mb:.0f} MB")
