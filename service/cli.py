@@ -61,11 +61,14 @@ def run(settings: Settings, reload: Callable[[], Settings]) -> None:
     """Serve until SIGINT/SIGTERM; on SIGHUP read the configuration again and redeploy it (live where
     Serve can apply it to running replicas, see service/serve_config.py)."""
     wake, hangup = threading.Event(), threading.Event()
-    with local_service(settings):
-        # After Ray starts: ray.init installs its own SIGTERM handler, which would end the process at once.
+
+    def handle_signals() -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: wake.set())
         signal.signal(signal.SIGHUP, lambda *_: (hangup.set(), wake.set()))
+
+    # A SIGTERM while the app deploys (it may already answer) is kept and acted on once it runs.
+    with local_service(settings, on_ray_started=handle_signals):
         log.info(
             "hornet-serve ready on http://%s:%d (models: %s; metrics on :%d); SIGHUP reloads the configuration",
             settings.host, settings.port, ", ".join(settings.models), settings.metrics_export_port,

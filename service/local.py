@@ -6,9 +6,11 @@ all three run the same thing (the same ingress, the same Ray environment, the sa
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,7 +18,9 @@ from service.config import Settings
 from service.haproxy_errors import REQUEST_TIMEOUT_ENV
 from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
-from service.serve_config import serve_config
+from service.serve_config import GATEWAY, serve_config
+
+log = logging.getLogger(__name__)
 
 
 def ray_environment() -> dict[str, str]:
@@ -51,6 +55,27 @@ def deploy(settings: Settings) -> None:
     client.wait_for_proxies_serving(wait_for_applications_running=True)
 
 
+def drain_gateways(app_name: str, timeout_s: float) -> None:
+    """Wait (at most `timeout_s`) until no gateway replica has a request in flight.
+
+    Deleting an app stops all of its deployments at once: each replica finishes what it has, but a classifier
+    that stopped first leaves a gateway's later call waiting for a replica that never comes (a 504 after
+    `timeouts.inference_s`). So the gateways drain first; two zero counts in a row, 0.5 s apart, cover a
+    request that was still on its way from the ingress."""
+    import ray
+
+    gateways = [ray.get_actor(actor["name"], namespace="serve") for actor in ray.util.list_named_actors(all_namespaces=True)
+                if actor["namespace"] == "serve" and f"{app_name}#{GATEWAY}#" in actor["name"]]  # fmt: skip
+    started = time.monotonic()
+    zeros = ongoing = 0
+    while zeros < 2 and time.monotonic() - started < timeout_s:
+        # Serve's own count of a replica's ongoing requests (answered on a thread of its own).
+        ongoing = sum(ray.get([gateway.get_num_ongoing_requests.remote() for gateway in gateways], timeout=10))
+        zeros = zeros + 1 if ongoing == 0 else 0
+        time.sleep(0.5)
+    log.info("gateways drained in %.1f s (%d requests still in flight)", time.monotonic() - started, ongoing)
+
+
 @contextmanager
 def local_service(
     settings: Settings,
@@ -59,9 +84,13 @@ def local_service(
     metrics_report_interval_ms: int = 2000,
     quiet: bool = False,
     ray_env: Mapping[str, str] | None = None,
+    on_ray_started: Callable[[], None] | None = None,
 ) -> Iterator[str]:
-    """Start Ray and the app; yield the base URL; on exit delete the app (draining in-flight requests:
-    each replica finishes its ongoing requests before it stops), then stop Serve and Ray."""
+    """Start Ray and the app; yield the base URL; on exit drain the gateways, delete the app (each replica
+    finishes its ongoing requests before it stops), then stop Serve and Ray.
+
+    `on_ray_started` runs right after `ray.init`, before the app deploys: `ray.init` installs Ray's own
+    SIGTERM handler (which ends the process at once), and the app may answer before this yields."""
     apply_ray_env({REQUEST_TIMEOUT_ENV: str(settings.timeouts.body_read_s), **(ray_env or {})})
     import ray  # after the environment: Serve reads its settings when first imported
     from ray import serve
@@ -75,10 +104,13 @@ def local_service(
         _metrics_export_port=settings.metrics_export_port,
         _system_config={**RAY_SYSTEM_CONFIG, "metrics_report_interval_ms": metrics_report_interval_ms},
     )
+    if on_ray_started:
+        on_ray_started()
     try:
         serve.start(http_options={"host": settings.host, "port": settings.port})
         deploy(settings)
         yield f"http://{settings.host}:{settings.port}"
+        drain_gateways(settings.app_name, timeout_s=settings.timeouts.inference_s + settings.timeouts.body_read_s)
         serve.delete(settings.app_name)
     finally:
         serve.shutdown()

@@ -44,10 +44,13 @@ def classifier_deployment(model_id: str, settings: Settings) -> dict[str, Any]:
     }
 
 
+GATEWAY = "Gateway"  # the ingress deployment's name
+
+
 def gateway_deployment(settings: Settings) -> dict[str, Any]:
     gw = settings.gateway
     return {
-        "name": "Gateway",
+        "name": GATEWAY,
         **_scaling(gw.num_replicas, gw.autoscaling),
         "max_ongoing_requests": gw.max_ongoing_requests,
         "max_queued_requests": gw.max_queued_requests,
