@@ -110,11 +110,19 @@ async def closed_loop(
     return result
 
 
+# Ports a Ray node takes by default even when free now: the dashboard agent's HTTP port (52365) lies in Linux's
+# ephemeral range, and a metrics port the OS once picked there made `ray.init` refuse to start.
+RAY_DEFAULT_PORTS = frozenset({6379, 8000, 8265, 8404, 9101, 10001, 52365})
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it), and none that Ray takes by default."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in RAY_DEFAULT_PORTS:
+            return port
 
 
 def wait_ready(base_url: str, timeout_s: float, server: subprocess.Popen | None = None) -> None:
