@@ -55,6 +55,14 @@ def deploy(settings: Settings) -> None:
     client.wait_for_proxies_serving(wait_for_applications_running=True)
 
 
+def serve_actors(marker: str = "") -> set[str]:
+    """Names of the live Serve actors (replicas are `SERVE_REPLICA::<app>#<deployment>#<id>`) containing marker."""
+    import ray
+
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "serve" and marker in a["name"]}  # fmt: skip
+
+
 def drain_gateways(app_name: str, timeout_s: float) -> None:
     """Wait (at most `timeout_s`) until no gateway replica has a request in flight.
 
@@ -64,8 +72,7 @@ def drain_gateways(app_name: str, timeout_s: float) -> None:
     request that was still on its way from the ingress."""
     import ray
 
-    gateways = [ray.get_actor(actor["name"], namespace="serve") for actor in ray.util.list_named_actors(all_namespaces=True)
-                if actor["namespace"] == "serve" and f"{app_name}#{GATEWAY}#" in actor["name"]]  # fmt: skip
+    gateways = [ray.get_actor(name, namespace="serve") for name in serve_actors(f"{app_name}#{GATEWAY}#")]
     started = time.monotonic()
     zeros = ongoing = 0
     while zeros < 2 and time.monotonic() - started < timeout_s:

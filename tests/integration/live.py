@@ -65,11 +65,3 @@ async def burst(base_url: str, n: int, path: str = "/v1/classify?model=hornet-t"
     """`n` concurrent uploads of the same small JPEG."""
     async with httpx.AsyncClient(base_url=base_url, timeout=120) as client:
         return await asyncio.gather(*(client.post(path, content=JPEG, headers=JPEG_HEADERS) for _ in range(n)))
-
-
-def serve_actors(marker: str = "") -> set[str]:
-    """Names of the live Serve actors (replicas are `SERVE_REPLICA::<app>#<deployment>#<id>`) containing marker."""
-    import ray
-
-    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["namespace"] == "serve" and marker in a["name"]}  # fmt: skip

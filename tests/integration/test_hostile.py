@@ -18,8 +18,9 @@ from PIL import Image
 
 from helpers import api_error
 from images import encode, photo, png_header, psd, webp_bomb
+from service.local import serve_actors
 
-from .live import TEST_SETTINGS, serve_actors
+from .live import TEST_SETTINGS
 
 JPEG = encode(photo(320, 240, seed=11), "JPEG", quality=90)
 PNG = encode(photo(320, 240, seed=12), "PNG")

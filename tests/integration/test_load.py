@@ -9,8 +9,9 @@ import httpx
 
 from helpers import poll
 from service.config import Settings
+from service.local import serve_actors
 
-from .live import JPEG, JPEG_HEADERS, TEST_SETTINGS, burst, serve_actors
+from .live import JPEG, JPEG_HEADERS, TEST_SETTINGS, burst
 
 
 def test_concurrent_requests_form_real_batches(service):

@@ -9,9 +9,9 @@ import httpx
 
 from helpers import poll
 from service.config import Settings
-from service.local import deploy
+from service.local import deploy, serve_actors
 
-from .live import JPEG, JPEG_HEADERS, burst, serve_actors
+from .live import JPEG, JPEG_HEADERS, burst
 
 
 def _replicas(service, model_id: str) -> int:
