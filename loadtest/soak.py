@@ -64,10 +64,10 @@ class Sample:
     file_mb: float  # pages of mapped files (Python, torch and Ray's libraries): faulted in as code paths first run
 
 
-def _rss_split_mb(pid: int) -> tuple[float, float]:
-    """RssAnon and RssFile of /proc/<pid>/status, in MB."""
+def _memory_mb(pid: int) -> tuple[float, float, float]:
+    """VmRSS, RssAnon and RssFile of /proc/<pid>/status, in MB: one read, so the three are of one moment."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["RssAnon"].split()[0]) / 1024, int(fields["RssFile"].split()[0]) / 1024
+    return tuple(int(fields[name].split()[0]) / 1024 for name in ("VmRSS", "RssAnon", "RssFile"))
 
 
 def _label(process: psutil.Process) -> str:
@@ -82,8 +82,7 @@ def service_rss(root: psutil.Process, minute: int) -> list[Sample]:
     samples = []
     for process in [root, *root.children(recursive=True)]:
         try:
-            rss_mb = process.memory_info().rss / 2**20
-            samples.append(Sample(minute, process.pid, _label(process), rss_mb, *_rss_split_mb(process.pid)))
+            samples.append(Sample(minute, process.pid, _label(process), *_memory_mb(process.pid)))
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError):
             continue
     return samples
