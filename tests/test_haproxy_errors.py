@@ -163,14 +163,12 @@ def test_a_client_that_trickles_its_body_gets_a_json_408_in_time(haproxy):
     assert REQUEST_TIMEOUT_S - 1 <= elapsed <= REQUEST_TIMEOUT_S + 3
 
 
-class DyingGateway:
-    """A stand-in gateway replica on a real socket: it answers health checks and its first classification,
-    then dies on the next (reset, listener closed, as when the process is killed)."""
+class StandIn:
+    """A stand-in HTTP server on a real socket, a thread per connection; `_serve` answers one connection."""
 
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.classified = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -178,6 +176,18 @@ class DyingGateway:
             while True:
                 conn, _ = self.listener.accept()
                 threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class DyingGateway(StandIn):
+    """A gateway replica that answers health checks and its first classification, then dies on the next
+    (reset, listener closed, as when the process is killed)."""
+
+    def __init__(self) -> None:
+        self.classified = 0
+        super().__init__()
 
     def _serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError), conn:
@@ -193,6 +203,7 @@ class DyingGateway:
 
 
 def _read_request(conn: socket.socket) -> bytes:
+    """Reads one request, body included; returns its head and what came with it."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(65536)
@@ -212,7 +223,9 @@ def answer(text: bytes) -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n%s" % (len(text), text)
 
 
-class HealthyProxy(DyingGateway):
+class HealthyProxy(StandIn):
+    """Serve's fallback proxy: answers everything."""
+
     def _serve(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError), conn:
             while True:
