@@ -98,7 +98,9 @@ def local_service(
 
     `on_ray_started` runs right after `ray.init`, before the app deploys: `ray.init` installs Ray's own
     SIGTERM handler (which ends the process at once), and the app may answer before this yields."""
-    apply_ray_env({REQUEST_TIMEOUT_ENV: str(settings.timeouts.body_read_s), **(ray_env or {})})
+    apply_ray_env(ray_env)
+    # Derived from the settings, not a default: an earlier service in this process (tests) must not leave its own.
+    os.environ[REQUEST_TIMEOUT_ENV] = str(settings.timeouts.body_read_s)
     import ray  # after the environment: Serve reads its settings when first imported
     from ray import serve
 
