@@ -23,6 +23,7 @@ from loadtest.bench_model import time_batches
 from loadtest.corpus import encode, photo
 from loadtest.machine import describe
 from model import BatchPredictor, create_model, get_variant, pick_device
+from service.config import Device, Precision, choices
 
 DISTINCT = 32  # different photos; the corpus repeats them under other names (decode cost is the same)
 
@@ -46,7 +47,7 @@ def model_only(model_id: str, precision: str, batch_size: int, seconds: float, d
 def bulk(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
     """One `hornet-classify-bulk` run into a fresh output directory; its summary JSON."""
     summary = work / "summary.json"
-    command = [sys.executable, "-m", "service.bulk", str(corpus), "--model", args.model, "--out", str(work / "out"),
+    command = [sys.executable, "-m", "service.bulk.cli", str(corpus), "--model", args.model, "--out", str(work / "out"),
                "--weights", "random", "--precision", args.precision, "--batch-size", str(args.batch_size),
                "--device", args.device, "--summary-json", str(summary), "--no-progress", *args.bulk_args]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own
@@ -57,9 +58,9 @@ def bulk(corpus: Path, work: Path, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="hornet-t")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    p.add_argument("--precision", default="auto", choices=choices(Precision))
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=choices(Device))
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--size", default="1024x768", help="photo size, WxH")
     p.add_argument("--seconds", type=float, default=5.0, help="length of each model-only window")

@@ -7,9 +7,9 @@ from typing import Any
 
 from ray.serve import Application
 
-from service.classifier import Classifier
 from service.config import LIVE_FIELDS_ELSEWHERE, Settings
-from service.gateway import Gateway
+from service.http.gateway import Gateway
+from service.replica.classifier import Classifier
 from service.serve_config import classifier_deployment, gateway_deployment
 
 

@@ -13,10 +13,10 @@ from typing import Any
 from pydantic import ValidationError
 
 from model import CheckpointError
-from service.config import Settings, load_settings
+from service.config import Device, Settings, WeightsPolicy, choices, configure_logging, load_settings
 from service.local import deploy, local_service
+from service.replica.weights import WeightsUnavailable, check_required_weights
 from service.serve_config import render, render_kuberay_patch
-from service.weights import WeightsUnavailable, choose_weights
 
 log = logging.getLogger("hornet-serve")
 
@@ -27,9 +27,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", help="comma-separated variant ids to enable, e.g. hornet-t,hornet-l-gf384")
     p.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    p.add_argument("--weights", choices=["auto", "required", "random"], help="weights policy (default auto)")
+    p.add_argument("--weights", choices=choices(WeightsPolicy), help="weights policy (default auto)")
     p.add_argument("--checkpoint-dir", help="directory with checkpoints (air-gapped installs)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where the models run (default auto)")
+    p.add_argument("--device", choices=choices(Device), help="where the models run (default auto)")
     p.add_argument("--metrics-port", type=int, help="Ray metrics export port for Prometheus (default 8080)")
     p.add_argument("--emit-serve-config", action="store_true", help="print the Serve config YAML and exit")
     p.add_argument(
@@ -49,12 +49,6 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "metrics_export_port": args.metrics_port,
     }
     return {k: v for k, v in flags.items() if v is not None}
-
-
-def check_weights(settings: Settings) -> None:
-    """With weights_policy=required, find (or download) every checkpoint before starting Ray: fail fast."""
-    for model_id in settings.models:
-        log.info("%s: weights from %s", model_id, choose_weights(settings.variant(model_id)).description)
 
 
 def run(settings: Settings, reload: Callable[[], Settings]) -> None:
@@ -85,7 +79,7 @@ def run(settings: Settings, reload: Callable[[], Settings]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     args = parse_args(argv)
     try:
         settings = load_settings(args.config, cli_overrides(args))
@@ -99,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(render_kuberay_patch(settings, args.config or "(defaults)"))
         return 0
     try:
-        if settings.weights_policy == "required":
-            check_weights(settings)
+        for model_id in settings.models:
+            check_required_weights(settings.variant(model_id))
     except (WeightsUnavailable, CheckpointError) as exc:
         print(f"hornet-serve: {exc}", file=sys.stderr)
         return 3

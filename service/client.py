@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from service.schemas import ClassifyResponse, ModelList
+from service.http.schemas import ClassifyResponse, ModelList
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 API_KEY_ENV = "HORNET_API_KEY"

@@ -10,7 +10,7 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -18,16 +18,25 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, InitSettingsSource, SettingsConfigDict
 from pydantic_settings.sources.utils import parse_env_vars
 
-from model import UnknownModelError, resolve_name
+from model import CompileMode, Precision, UnknownModelError, resolve_name
+from service.http.errors import RETRY_AFTER_S
 
 WeightsPolicy = Literal["auto", "required", "random"]
 Device = Literal["auto", "cpu", "cuda"]
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
-CompileMode = Literal["off", "default", "max-autotune-no-cudagraphs"]
 ENV_PREFIX = "HORNET_SERVE_"
 # Validation context key: the settings come from a Serve application's args (see _consistent).
 LIVE_FIELDS_ELSEWHERE = "live_fields_elsewhere"
 log = logging.getLogger("hornet-serve")
+
+
+def choices(literal: Any) -> list[str]:
+    """The values of a settings Literal, for a CLI flag's choices."""
+    return list(get_args(literal))
+
+
+def configure_logging() -> None:
+    """The CLIs' log format (Ray's processes keep Ray's)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def _model_id(name: str) -> str:
@@ -156,7 +165,7 @@ class Limits(_Strict):
 
 class Timeouts(_Strict):
     inference_s: float = Field(30, gt=0, description="gateway waits this long for a classifier: then 504")
-    retry_after_s: int = Field(1, ge=1, description="Retry-After on 503")
+    retry_after_s: int = Field(RETRY_AFTER_S, ge=1, description="Retry-After on 503")
     decode_s: float = Field(5, gt=0, description="one image's decode time limit: then 413")
     body_read_s: float = Field(60, gt=0, description="the whole request body must arrive within this: then 408")
 
@@ -174,7 +183,7 @@ class AuthSettings(_Strict):
     @model_validator(mode="after")
     def _keys_when_enabled(self) -> AuthSettings:
         if self.enabled and not self.keys_file:
-            raise ValueError("auth.enabled needs auth.keys_file (see `python -m service.auth --help`)")
+            raise ValueError("auth.enabled needs auth.keys_file (see `python -m service.http.auth --help`)")
         return self
 
 

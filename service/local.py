@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from service.config import Settings
-from service.haproxy_errors import REQUEST_TIMEOUT_ENV
-from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
+from service.http.haproxy import REQUEST_TIMEOUT_ENV
+from service.http.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
 from service.serve_config import GATEWAY, serve_config
 
@@ -36,7 +36,7 @@ def apply_ray_env(overrides: Mapping[str, str] | None = None) -> None:
 
 
 def haproxy_wrapper() -> str:
-    """`hornet-haproxy` (service/haproxy_errors.py), installed beside this Python."""
+    """`hornet-haproxy` (service/http/haproxy.py), installed beside this Python."""
     return str(Path(sys.executable).with_name("hornet-haproxy"))
 
 

@@ -19,7 +19,7 @@ RAY_ENV: dict[str, str] = {
     "RAY_max_direct_call_object_size": str(MAX_DIRECT_CALL_OBJECT_SIZE),
     # Ray Serve's HAProxy ingress instead of the Python HTTP proxy: it cut the CPU outside the model from
     # 43-46 to 25-29 ms per request and the empty pipeline from 26 to 9 ms (README, Performance).
-    # `hornet-haproxy` (service/haproxy_errors.py) gives it the service's error contract.
+    # `hornet-haproxy` (service/http/haproxy.py) gives it the service's error contract.
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     # A request whose gateway replica dies before answering is replayed on another one (or on Serve's fallback
     # proxy) instead of haproxy closing a keep-alive connection with no answer; classification has no side
@@ -36,6 +36,6 @@ RAY_ENV: dict[str, str] = {
     "RAY_worker_niceness": "0",
     "RAY_USAGE_STATS_ENABLED": "0",
 }
-# The haproxy Serve runs: `hornet-haproxy` (service/haproxy_errors.py) gives its own errors the service's
+# The haproxy Serve runs: `hornet-haproxy` (service/http/haproxy.py) gives its own errors the service's
 # JSON contract. Its path depends on the install (the image: /opt/venv/bin/hornet-haproxy).
 HAPROXY_BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"

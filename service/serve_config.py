@@ -14,12 +14,12 @@ from typing import Any
 
 import yaml
 
-from service.config import AutoscalingSettings, Settings
+from service.config import AutoscalingSettings, LiveBatchSettings, Settings
 
 IMPORT_PATH = "service.app:build_app"
 # Deployment options Serve applies to running replicas; kept out of the args (see the module docstring).
 LIVE_DEPLOYMENT_FIELDS = ("num_replicas", "autoscaling", "max_ongoing_requests", "max_queued_requests")
-LIVE_BATCH_FIELDS = ("max_batch_size", "batch_wait_timeout_s")
+LIVE_BATCH_FIELDS = tuple(LiveBatchSettings.model_fields)
 
 
 def _scaling(num_replicas: int, autoscaling: AutoscalingSettings | None) -> dict[str, Any]:

@@ -18,11 +18,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image
 
-from model import Preprocessing, resize
-from model.preprocess import DECODE_BUDGET, DecodePlan, draft_size, load, open_image
-from service.config import GatewaySettings, Limits
+from model import Preprocessing
+from service.config import GatewaySettings
+from service.decoding import DecodeRules
 
 T = TypeVar("T")
 M_ARENA_MAX = -8  # glibc's malloc.h
@@ -79,25 +78,16 @@ class Lane:
 
 
 class Decoder:
-    def __init__(self, gateway: GatewaySettings, limits: Limits, time_limit_s: float) -> None:
+    def __init__(self, gateway: GatewaySettings, rules: DecodeRules) -> None:
         self.light = Lane("decode", gateway.decode_threads, gateway.decode_queue)
         self.heavy = Lane("decode-heavy", gateway.heavy_decode_threads, gateway.heavy_decode_queue,
                           gateway.heavy_decode_nice)  # fmt: skip
         self.heavy_pixels = gateway.heavy_decode_pixels
-        self.budget = {**DECODE_BUDGET, **limits.decode_budget}
-        self.limits = limits
-        self.time_limit_s = time_limit_s
+        self.rules = rules
 
     async def pixels(self, data: bytes, recipe: Preprocessing) -> np.ndarray:
         """Bytes -> uint8 (S, S, 3) for the recipe. Raises the model's ImageDecodeError / ImageTooLargeError
         (DecodeTimeoutError among them) and DecodeQueueFull."""
-        image, plan = await self.light.run(self._open, data, recipe)
+        image, plan = await self.light.run(self.rules.open, data, recipe)
         lane = self.heavy if plan.pixels > self.heavy_pixels else self.light
-        return await lane.run(self._finish, image, recipe)
-
-    def _open(self, data: bytes, recipe: Preprocessing) -> tuple[Image.Image, DecodePlan]:
-        return open_image(data, max_pixels=self.limits.max_pixels, budget=self.budget, min_side=draft_size(recipe),
-                          draft=self.limits.jpeg_draft)  # fmt: skip
-
-    def _finish(self, image: Image.Image, recipe: Preprocessing) -> np.ndarray:
-        return resize(load(image, time_limit_s=self.time_limit_s), recipe)
+        return await lane.run(self.rules.finish, image, recipe)

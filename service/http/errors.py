@@ -1,6 +1,31 @@
-"""The HTTP errors of docs/http.md#errors, each a status and a JSON body `{"error": {type, message, request_id}}`."""
+"""The HTTP errors of docs/http.md#errors, each a status and a JSON body `{"error": {type, message, request_id}}`.
+
+Every JSON error the service sends is one of these: the gateway's answers, the proxy middleware's and the error
+files of the HAProxy wrapper. This module imports nothing heavy (Starlette's responses): `hornet-haproxy` runs it before haproxy starts.
+"""
 
 from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from http import HTTPStatus
+
+from starlette.responses import JSONResponse
+
+REQUEST_ID_HEADER = "x-request-id"
+RETRY_AFTER_S = 1  # the default of timeouts.retry_after_s
+
+
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The request's X-Request-ID from its ASGI headers (Serve's proxy and HAProxy set one when the client sent
+    none), else a new one."""
+    found = next((value for name, value in headers if name.lower() == REQUEST_ID_HEADER.encode()), b"")
+    return found.decode("latin-1") or uuid.uuid4().hex
+
+
+def request_id_of(scope: Mapping) -> str:
+    return request_id(scope.get("headers", ()))
 
 
 class ApiError(Exception):
@@ -16,6 +41,17 @@ class ApiError(Exception):
 
     def body(self, request_id: str) -> dict:
         return {"error": {"type": self.type, "message": self.message, "request_id": request_id}}
+
+    def response(self, request_id: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(self.body(request_id), status_code=self.status, headers={**self.headers, **(headers or {})})
+
+    def http_message(self, request_id: str = "") -> bytes:
+        """The whole HTTP/1.1 response, for answers written outside any framework (HAProxy's error files)."""
+        body = json.dumps(self.body(request_id)).encode()
+        head = [f"HTTP/1.1 {self.status} {HTTPStatus(self.status).phrase}", "Content-Type: application/json",
+                "Cache-Control: no-cache", "Connection: close", f"Content-Length: {len(body)}",
+                *(f"{name}: {value}" for name, value in self.headers.items())]  # fmt: skip
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
 
 class InvalidImage(ApiError):
@@ -64,7 +100,7 @@ class InvalidParameter(ApiError):
 class RetryLater(ApiError):
     """An error the client should retry after `Retry-After` seconds."""
 
-    def __init__(self, message: str, retry_after_s: int) -> None:
+    def __init__(self, message: str, retry_after_s: int = RETRY_AFTER_S) -> None:
         super().__init__(message, headers={"Retry-After": str(retry_after_s)})
 
 

@@ -23,12 +23,12 @@ from dataclasses import asdict, dataclass
 from pydantic import ValidationError
 
 from model import CheckpointError, UnknownModelError, resolve_name
-from service.bulk_inputs import SourceError, list_inputs
-from service.bulk_job import BulkJob, make_job
-from service.bulk_output import OutputMismatch, PartWriter, read_existing
-from service.config import Settings, load_settings
+from service.bulk.inputs import SourceError, list_inputs
+from service.bulk.job import BulkJob, make_job
+from service.bulk.output import OutputMismatch, PartWriter, read_existing
+from service.config import Device, Precision, Settings, WeightsPolicy, choices, configure_logging, load_settings
 from service.ray_env import RAY_SYSTEM_CONFIG
-from service.weights import WeightsUnavailable, choose_weights
+from service.replica.weights import WeightsUnavailable, check_required_weights
 
 log = logging.getLogger("hornet-classify-bulk")
 PROG = "hornet-classify-bulk"
@@ -40,12 +40,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output Parquet dataset directory (local path or URI)")
     p.add_argument("--model", help="variant id or alias (default: the config's default model)")
     p.add_argument("--config", help="the service's YAML settings (also $HORNET_SERVE_CONFIG)")
-    p.add_argument("--weights", choices=["auto", "required", "random"], help="weights policy (default auto)")
+    p.add_argument("--weights", choices=choices(WeightsPolicy), help="weights policy (default auto)")
     p.add_argument("--checkpoint-dir", help="directory with checkpoints")
     p.add_argument("--top-k", type=int, help="classes per image (default 5)")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="default: the variant's setting")
+    p.add_argument("--precision", choices=choices(Precision), help="default: the variant's setting")
     p.add_argument("--batch-size", type=int, help="images per model call (default: the variant's max_batch_size)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default: the config's (auto: GPUs if any)")
+    p.add_argument("--device", choices=choices(Device), help="default: the config's (auto: GPUs if any)")
     p.add_argument("--concurrency", type=int, help="model actors (default: one per GPU, or 1 on CPUs)")
     p.add_argument("--num-gpus", type=float, help="GPU share per model actor (default 1 on GPUs)")
     p.add_argument("--actor-cpus", type=float, help="Ray logical CPUs per model actor (default 1)")
@@ -78,8 +78,8 @@ def build_dataset(pending: list[str], job: BulkJob):
     """The Ray Data pipeline (lazy): paths -> decode tasks -> model actors -> result rows."""
     import ray
 
-    from service.bulk_decode import decode_batch
-    from service.bulk_predict import BulkPredictor
+    from service.bulk.decode import decode_batch
+    from service.bulk.predict import BulkPredictor
 
     blocks = max(1, math.ceil(len(pending) / job.decode_batch_size))
     ds = ray.data.from_items([{"path": p} for p in pending], override_num_blocks=blocks)
@@ -170,7 +170,7 @@ def check_resources(job: BulkJob, cpus: float, local: bool) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     args = parse_args(argv)
     try:
         settings, model_id = load_bulk_settings(args)
@@ -178,8 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         extensions = tuple(e for e in (args.extensions or "").split(",") if e)
         inputs = list_inputs(args.source, extensions)
         existing = read_existing(args.out, model_id, job.top_k)
-        if settings.weights_policy == "required":  # fail before starting Ray, as hornet-serve does
-            log.info("%s: weights from %s", model_id, choose_weights(job.variant).description)
+        check_required_weights(job.variant)  # before Ray starts, as hornet-serve does
     except (WeightsUnavailable, CheckpointError) as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 3

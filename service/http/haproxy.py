@@ -20,24 +20,19 @@ If the pinned Ray renders a config this does not recognise, the config runs unch
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 
-RETRY_AFTER_S = 1
+from service.http.errors import RequestTimeout, Unavailable
+
 # Every error haproxy itself answers with: the replica it needed is not there (502/503/504).
-UNAVAILABLE = {
-    "type": "unavailable",
-    "message": "no gateway replica could answer this request; retry",
-    "request_id": "",
-}
-TIMED_OUT = {"type": "request_timeout", "message": "the request did not arrive in time", "request_id": ""}
+UNAVAILABLE = Unavailable("no gateway replica could answer this request; retry")
+TIMED_OUT = RequestTimeout("the request did not arrive in time")
 # The whole request (head and buffered body) must arrive within this (Ray sets no `timeout http-request`:
 # a client trickling its headers held a connection for `timeout client`, an hour). `hornet-serve` sets it
-# from `timeouts.body_read_s`; the default is that setting's default, which the deploy configs keep.
+# from `timeouts.body_read_s`; where nothing sets it (the image, the manifests) it is that setting's default.
 REQUEST_TIMEOUT_ENV = "HORNET_HAPROXY_REQUEST_TIMEOUT_S"
-DEFAULT_REQUEST_TIMEOUT_S = 60
 ERRORFILE_ANCHOR = "    errorfile 504 "
 FRONTEND_ANCHOR = "frontend http_frontend\n"
 # The client's X-Request-ID, or a new one, on the request to the gateway and on haproxy's own answers.
@@ -48,17 +43,13 @@ REQUEST_ID_RULES = """    unique-id-format %[uuid]
 """
 
 
-def http_response(status: str, error: dict, retry_after_s: int | None = None) -> bytes:
-    body = json.dumps({"error": error}).encode()
-    headers = [f"HTTP/1.1 {status}", "Content-Type: application/json", "Cache-Control: no-cache", "Connection: close",
-               f"Content-Length: {len(body)}"]  # fmt: skip
-    if retry_after_s is not None:
-        headers.append(f"Retry-After: {retry_after_s}")
-    return ("\r\n".join(headers) + "\r\n\r\n").encode() + body
-
-
 def request_timeout_s() -> int:
-    return max(1, round(float(os.environ.get(REQUEST_TIMEOUT_ENV, DEFAULT_REQUEST_TIMEOUT_S))))
+    value = os.environ.get(REQUEST_TIMEOUT_ENV)
+    if value is None:  # the setting's default; the config imports the model package, so only when needed
+        from service.config import Timeouts
+
+        value = Timeouts().body_read_s
+    return max(1, round(float(value)))
 
 
 def add_contract(config: str, config_dir: Path) -> str | None:
@@ -69,8 +60,8 @@ def add_contract(config: str, config_dir: Path) -> str | None:
     if ERRORFILE_ANCHOR not in config or FRONTEND_ANCHOR not in config or "unique-id-format" in config:
         return None
     # Ray's rendered config points 502/503/504 at 500.http in its directory; that file becomes our 503.
-    (config_dir / "500.http").write_bytes(http_response("503 Service Unavailable", UNAVAILABLE, RETRY_AFTER_S))
-    (config_dir / "408.http").write_bytes(http_response("408 Request Timeout", TIMED_OUT))
+    (config_dir / "500.http").write_bytes(UNAVAILABLE.http_message())
+    (config_dir / "408.http").write_bytes(TIMED_OUT.http_message())
     head, _, rest = config.partition(ERRORFILE_ANCHOR)
     line, _, tail = rest.partition("\n")
     defaults = (f"    errorfile 408 {config_dir / '408.http'}\n    timeout http-request {request_timeout_s()}s\n"

@@ -10,14 +10,13 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from model import BatchPredictor, CheckpointError, create_model, get_variant, pick_device
-from model.inference import tune_for_fixed_shapes
-from model.precision import resolve_precision
+from model import CheckpointError
 from service.config import LiveBatchSettings, VariantSettings
+from service.http.schemas import ModelInfo
 from service.metrics import ClassifierMetrics
-from service.schemas import ModelInfo
-from service.torch_lanes import TorchLanes
-from service.weights import WeightsUnavailable, choose_weights
+from service.replica.predictor import load_predictor
+from service.replica.torch_lanes import TorchLanes
+from service.replica.weights import WeightsUnavailable
 
 log = logging.getLogger("ray.serve")
 
@@ -64,29 +63,18 @@ class Classifier:
             self.info = ModelInfo(id=self.model_id, ready=False, reason=str(exc), precision=cfg.precision)
 
     def _load(self, settings: VariantSettings) -> ModelInfo:
-        cfg = settings.classifier
-        variant = get_variant(settings.model_id)
-        device = pick_device(settings.device)
-        precision = resolve_precision(cfg.precision, device)
-        tune_for_fixed_shapes(device)
-        weights = choose_weights(settings)
-        net = create_model(variant.id, weights=weights.source)
-        self.predictor = BatchPredictor(
-            net, variant.preprocessing, device, precision, cfg.channels_last,
-            buckets=cfg.buckets, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, max_top_k=settings.max_top_k,
-        )  # fmt: skip
-        log.info("%s on %s, precision %s (configured: %s), weights: %s", variant.id, device, precision, cfg.precision,
-                 weights.description)  # fmt: skip
+        loaded = load_predictor(settings)
+        self.predictor = loaded.predictor
         return ModelInfo(
-            id=variant.id,
+            id=self.model_id,
             ready=True,
-            num_classes=net.num_classes,
-            params=sum(p.numel() for p in net.parameters()),
-            weights="random-init" if weights.source is None else "checkpoint",
-            weights_source=weights.description,
-            device=str(device),
-            precision=precision,
-            labels_file=cfg.labels_file,
+            num_classes=loaded.num_classes,
+            params=loaded.params,
+            weights=loaded.weights_status,
+            weights_source=loaded.weights.description,
+            device=str(self.predictor.device),
+            precision=self.predictor.precision,
+            labels_file=settings.classifier.labels_file,
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:

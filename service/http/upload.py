@@ -9,7 +9,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-from service.errors import InvalidImage, InvalidParameter, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
+from service.http.errors import InvalidImage, InvalidParameter, PayloadTooLarge, RequestTimeout, UnsupportedMediaType
 
 RAW_TYPES = ("application/octet-stream",)
 
@@ -73,7 +73,4 @@ async def image_bytes(request: Request, limit: int, timeout_s: float) -> bytes:
             "or multipart/form-data with a 'file' field"
         )
     body = await read_limited(request, limit, timeout_s)
-    data = body if is_raw else await _from_multipart(request, body)
-    if not data:
-        raise InvalidImage("the image is empty (0 bytes)")
-    return data
+    return body if is_raw else await _from_multipart(request, body)

@@ -3,19 +3,14 @@ labels as a classifier replica of the online service."""
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pyarrow as pa
 
-from model import BatchPredictor, create_model, get_variant, pick_device
 from model.labels import for_head
-from service.bulk_job import BulkJob
-from service.bulk_output import RESULT_SCHEMA
-from service.torch_lanes import TorchLanes
-from service.weights import choose_weights
-
-log = logging.getLogger(__name__)
+from service.bulk.job import BulkJob
+from service.bulk.output import RESULT_SCHEMA
+from service.replica.predictor import load_predictor
+from service.replica.torch_lanes import TorchLanes
 
 
 class BulkPredictor:
@@ -24,26 +19,17 @@ class BulkPredictor:
 
     def __init__(self, job: BulkJob) -> None:
         self.job = job
-        # Load and every forward on one thread with all the actor's torch threads (see service/torch_lanes.py:
+        # Load and every forward on one thread with all the actor's torch threads (see service/replica/torch_lanes.py:
         # a forward on another thread than the loader's would start a second OpenMP team).
         self._lanes = TorchLanes(1, job.cpu_threads)
         self._lanes.run_setup(self._load)
 
     def _load(self) -> None:
-        """As a classifier replica loads its model (service/classifier.py), with the bulk job's precision."""
-        job, cfg = self.job, self.job.variant.classifier
-        weights = choose_weights(job.variant)
-        net = create_model(job.model_id, weights=weights.source)
-        device = pick_device(job.device)
-        self.predictor = BatchPredictor(
-            net, get_variant(job.model_id).preprocessing, device, job.precision, cfg.channels_last,
-            buckets=cfg.buckets, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs,
-        )  # fmt: skip
-        self.labels = for_head(net.num_classes, cfg.labels_file)
-        self.weights = "random-init" if weights.source is None else "checkpoint"
-        self.weights_source = weights.description
-        log.info("%s on %s, precision %s (asked: %s), weights: %s", job.model_id, device, self.predictor.precision,
-                 job.precision, weights.description)  # fmt: skip
+        loaded = load_predictor(self.job.variant, self.job.precision)
+        self.predictor = loaded.predictor
+        self.labels = for_head(loaded.num_classes, self.job.variant.classifier.labels_file)
+        self.weights = loaded.weights_status
+        self.weights_source = loaded.weights.description
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         n = len(batch["path"])

@@ -7,20 +7,16 @@ the service's JSON 503 with Retry-After instead. Responses that were started pas
 
 from __future__ import annotations
 
-import json
 import logging
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service.http.errors import REQUEST_ID_HEADER, Unavailable, request_id_of
+
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
-CALLBACK_PATH = "service.proxy_middleware:middlewares"
-RETRY_AFTER_S = 1
+CALLBACK_PATH = "service.http.proxy_middleware:middlewares"
 log = logging.getLogger("ray.serve")
-
-
-def _request_id(scope: Scope) -> str:
-    return next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-request-id"), "")
 
 
 class UnansweredAs503:
@@ -45,22 +41,9 @@ class UnansweredAs503:
                 raise
             log.exception("request failed before any response")
         if not started:
-            await self._unavailable(scope, send)
-
-    @staticmethod
-    async def _unavailable(scope: Scope, send: Send) -> None:
-        request_id = _request_id(scope)
-        body = json.dumps({"error": {
-            "type": "unavailable",
-            "message": "the replica handling this request failed; retry",
-            "request_id": request_id,
-        }}).encode()  # fmt: skip
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                   (b"retry-after", str(RETRY_AFTER_S).encode())]  # fmt: skip
-        if request_id:
-            headers.append((b"x-request-id", request_id.encode("latin-1")))
-        await send({"type": "http.response.start", "status": 503, "headers": headers})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+            error = Unavailable("the replica handling this request failed; retry")
+            request_id = request_id_of(scope)
+            await error.response(request_id, {REQUEST_ID_HEADER: request_id})(scope, receive, send)
 
 
 def middlewares() -> list[Middleware]:

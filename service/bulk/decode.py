@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from model import ImageDecodeError, ImageTooLargeError, Preprocessing, get_variant, resize
-from model.preprocess import DECODE_BUDGET, draft_size, load, open_image
-from service.bulk_inputs import TooLarge, read_bytes
+from model import ImageDecodeError, ImageTooLargeError, Preprocessing, get_variant
+from service.bulk.inputs import TooLarge, read_bytes
 from service.config import Limits
+from service.decoding import DecodeRules
+from service.http.errors import InvalidImage, PayloadTooLarge
 
-# The gateway's error types (README, API errors) for the same causes, plus one for files that cannot be read.
-INVALID_IMAGE = "invalid_image"
-TOO_LARGE = "payload_too_large"
+# The gateway's error types for the same causes, plus one for files that cannot be read.
+INVALID_IMAGE = InvalidImage.type
+TOO_LARGE = PayloadTooLarge.type
 UNREADABLE = "unreadable"
 
 
@@ -25,29 +26,16 @@ class InputError(ValueError):
         self.type = error_type
 
 
-def pixels_from_bytes(data: bytes, recipe: Preprocessing, limits: Limits, time_limit_s: float) -> np.ndarray:
-    """The gateway's decode path for one image (the upload's empty-body check, then `service.decode.Decoder`:
-    open with the pixel limit and the decode budget, load within the time limit, resize): uint8 (S, S, 3)."""
-    if not data:
-        raise InputError(INVALID_IMAGE, "the image is empty (0 bytes)")
+def load_pixels(name: str, recipe: Preprocessing, rules: DecodeRules, max_bytes: int) -> np.ndarray:
+    """One input -> uint8 (S, S, 3) by the gateway's decode (service/decoding.py), or InputError."""
     try:
-        image, _ = open_image(data, max_pixels=limits.max_pixels, budget={**DECODE_BUDGET, **limits.decode_budget},
-                              min_side=draft_size(recipe), draft=limits.jpeg_draft)  # fmt: skip
-        return resize(load(image, time_limit_s=time_limit_s), recipe)
-    except ImageTooLargeError as exc:  # over the pixel limit or the budget, or past the time limit
+        return rules.pixels(read_bytes(name, max_bytes), recipe)
+    except (TooLarge, ImageTooLargeError) as exc:  # over the byte or pixel limit, the budget, the time limit
         raise InputError(TOO_LARGE, str(exc)) from None
     except ImageDecodeError as exc:
         raise InputError(INVALID_IMAGE, str(exc)) from None
-
-
-def load_pixels(name: str, recipe: Preprocessing, limits: Limits, time_limit_s: float) -> np.ndarray:
-    try:
-        data = read_bytes(name, limits.max_body_bytes)
-    except TooLarge as exc:
-        raise InputError(TOO_LARGE, str(exc)) from None
     except OSError as exc:  # missing, a directory, no permission, a remote store refusing
         raise InputError(UNREADABLE, f"cannot read {name}: {exc}") from None
-    return pixels_from_bytes(data, recipe, limits, time_limit_s)
 
 
 def decode_batch(
@@ -55,12 +43,13 @@ def decode_batch(
 ) -> dict[str, np.ndarray]:
     """Ray Data batch {path} -> {path, pixels, error_type, error}; "" means no error."""
     recipe = get_variant(model_id).preprocessing
+    rules = DecodeRules.from_settings(limits, time_limit_s)
     names = [str(n) for n in batch["path"]]
     pixels = np.zeros((len(names), recipe.input_size, recipe.input_size, 3), dtype=np.uint8)
     error_types, errors = [""] * len(names), [""] * len(names)
     for i, name in enumerate(names):
         try:
-            pixels[i] = load_pixels(name, recipe, limits, time_limit_s)
+            pixels[i] = load_pixels(name, recipe, rules, limits.max_body_bytes)
         except InputError as exc:
             error_types[i], errors[i] = exc.type, str(exc)
         except Exception as exc:  # the job outlives any surprise in one file; the row says what it was

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from service.bulk_inputs import resolve
+from service.bulk.inputs import resolve
 
 RESULT_SCHEMA = pa.schema(
     [

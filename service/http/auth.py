@@ -5,7 +5,7 @@ The keys file (a plain file, or a Kubernetes Secret mounted as one) holds one ke
 key is hashed and compared with every stored hash in constant time; only its id is ever logged or used as a
 metric tag. The file is re-read when it changes (a rotated Secret), checked at most every 10 seconds.
 
-    python -m service.auth new alice     # prints a new key once, and the line for the keys file
+    python -m service.http.auth new alice     # prints a new key once, and the line for the keys file
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ class TokenBuckets:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.auth", description="Make API keys for hornet-serve.")
+    parser = argparse.ArgumentParser(prog="python -m service.http.auth", description="Make API keys for hornet-serve.")
     commands = parser.add_subparsers(dest="command", required=True)
     new = commands.add_parser("new", help="print a new key and its line for the keys file")
     new.add_argument("key_id", help="a name for the key (letters, digits, . _ -), used in logs and metrics")

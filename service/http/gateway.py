@@ -4,7 +4,6 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -23,20 +22,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from model import ImageDecodeError, ImageTooLargeError, LabelSet, UnknownModelError, get_variant
 from model.labels import for_head
 from model.preprocess import DecodeTimeoutError, OverBudgetError
-from service import errors
-from service.auth import KeyStore, TokenBuckets, bearer_token
-from service.classifier import Classification, ModelNotLoaded
 from service.config import Settings
-from service.decode import DecodeQueueFull, Decoder, cap_malloc_arenas
+from service.decoding import DecodeRules
+from service.http import errors
+from service.http.auth import KeyStore, TokenBuckets, bearer_token
+from service.http.decode import DecodeQueueFull, Decoder, cap_malloc_arenas
+from service.http.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, Prediction
+from service.http.upload import image_bytes
 from service.metrics import GatewayMetrics
-from service.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, Prediction
-from service.upload import image_bytes
+from service.replica.classifier import Classification, ModelNotLoaded
 
 log = logging.getLogger("ray.serve")
-# Ray Serve's proxy accepts a client's X-Request-ID (or makes one), passes it in, and echoes it back.
-REQUEST_ID_HEADER = "x-request-id"
 DESCRIBE_TIMEOUT_S = 5.0
-GATEWAY_MALLOC_ARENAS = 2  # see service.decode.cap_malloc_arenas (the 30-minute soak's gateway RSS)
+GATEWAY_MALLOC_ARENAS = 2  # see service.http.decode.cap_malloc_arenas (the 30-minute soak's gateway RSS)
 INDEX_HTML = resources.files("service").joinpath("static", "index.html").read_text(encoding="utf-8")
 _ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 415, 422, 429, 503, 504)}
 # The body is read by hand (streamed, size-limited), so its schema is declared here for /docs.
@@ -74,20 +72,15 @@ class HeaderLimit:
         if limit is None or size <= limit:
             await self.app(scope, receive, send)
             return
-        request_id = dict(scope["headers"]).get(REQUEST_ID_HEADER.encode(), b"").decode("latin-1") or uuid.uuid4().hex
         error = errors.HeadersTooLarge(f"request headers are {size} bytes, the limit is {limit}")
-        await JSONResponse(error.body(request_id), status_code=error.status)(scope, receive, send)
+        await error.response(errors.request_id_of(scope))(scope, receive, send)
 
 
 app.add_middleware(HeaderLimit)
 
 
-def request_id_of(request: Request) -> str:
-    return request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
-
-
 def _error_response(request: Request, error: errors.ApiError) -> JSONResponse:
-    return JSONResponse(error.body(request_id_of(request)), status_code=error.status, headers=error.headers)
+    return error.response(errors.request_id_of(request.scope))
 
 
 @app.exception_handler(errors.ApiError)
@@ -129,7 +122,7 @@ class Gateway:
         self.settings = settings
         self.classifiers = classifiers
         cap_malloc_arenas(GATEWAY_MALLOC_ARENAS)  # before the decode threads exist
-        self.decoder = Decoder(settings.gateway, settings.limits, settings.timeouts.decode_s)
+        self.decoder = Decoder(settings.gateway, DecodeRules.from_settings(settings.limits, settings.timeouts.decode_s))
         self.metrics = GatewayMetrics.create()
         self._info: dict[str, ModelInfo] = {}
         self._labels: dict[str, LabelSet] = {}
@@ -280,7 +273,10 @@ class Gateway:
         result: Classification,
     ) -> JSONResponse:
         body = ClassifyResponse(
-            model=model_id, predictions=predictions, weights=info.weights, request_id=request_id_of(request)
+            model=model_id,
+            predictions=predictions,
+            weights=info.weights,
+            request_id=errors.request_id_of(request.scope),
         )
         total_ms = (time.perf_counter() - started) * 1e3
         timing = (

@@ -5,19 +5,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.config import Device, Limits, Precision, Settings, VariantSettings
+from service.config import Limits, Precision, Settings, VariantSettings
 
 
 class BulkJob(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    variant: VariantSettings = Field(description="the model, its weights policy and its classifier settings")
+    variant: VariantSettings = Field(description="the model, its device, weights policy and classifier settings")
     limits: Limits = Field(description="the gateway's limits, applied to every input")
     decode_time_limit_s: float = Field(gt=0, description="the gateway's time limit for decoding one image")
     top_k: int = Field(ge=1)
     precision: Precision
     batch_size: int = Field(ge=1, description="images per model call")
-    device: Device
     cpu_threads: int | None = Field(None, ge=1, description="torch threads per actor on the CPU; default: all cores")
     concurrency: int = Field(ge=1, description="model actors")
     num_gpus: float = Field(ge=0, description="GPU share per model actor")
@@ -30,7 +29,7 @@ class BulkJob(BaseModel):
     def _consistent(self) -> BulkJob:
         if self.top_k > self.limits.max_top_k:
             raise ValueError(f"top_k {self.top_k} is above limits.max_top_k ({self.limits.max_top_k})")
-        if self.device == "cuda" and self.num_gpus == 0:
+        if self.variant.device == "cuda" and self.num_gpus == 0:
             raise ValueError("device=cuda needs num_gpus > 0 per actor: Ray hides GPUs from actors without them")
         return self
 
@@ -52,9 +51,9 @@ def make_job(
 ) -> BulkJob:
     """The variant's settings, then `overrides` (CLI flags that were given). On GPUs (device cuda, or auto on a
     cluster that has them) each actor takes one GPU and there is one actor per GPU unless told otherwise."""
-    variant = settings.variant(model_id)
-    cfg = variant.classifier
     device = overrides.get("device") or settings.device
+    variant = VariantSettings.model_validate({**settings.variant(model_id).model_dump(), "device": device})
+    cfg = variant.classifier
     use_gpu = device == "cuda" or (device == "auto" and cluster_gpus > 0)
     num_gpus = float(overrides.get("num_gpus") or (1.0 if use_gpu else 0.0))  # type: ignore[arg-type]
     gpu_actors = max(1, int(cluster_gpus // num_gpus)) if use_gpu and num_gpus else 1
@@ -65,7 +64,6 @@ def make_job(
         "top_k": 5,
         "precision": cfg.precision,
         "batch_size": cfg.batch.max_batch_size,
-        "device": device,
         "cpu_threads": cfg.cpu_threads,
         "concurrency": gpu_actors,
         "num_gpus": num_gpus,

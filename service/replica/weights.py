@@ -54,3 +54,10 @@ def choose_weights(settings: VariantSettings) -> WeightsChoice:
         raise WeightsUnavailable(reason + " (weights_policy=required)")
     log.warning("!" * 20 + " %s. SERVING RANDOM WEIGHTS: predictions are meaningless. " + "!" * 20, reason)
     return WeightsChoice(None, "random-init (no checkpoint found)")
+
+
+def check_required_weights(settings: VariantSettings) -> None:
+    """Under weights_policy=required, find (or download) the checkpoint before Ray starts: fail fast, with
+    WeightsUnavailable or CheckpointError. Under the other policies a replica finds its weights itself."""
+    if settings.weights_policy == "required":
+        log.info("%s: weights from %s", settings.model_id, choose_weights(settings).description)

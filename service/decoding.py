@@ -1,0 +1,46 @@
+"""The one CPU decode of an uploaded image, under the service's limits: used by all three runtimes.
+
+`open` reads only the header (format whitelist, pixel limit, per-format decode budget, JPEG DCT scaling),
+`finish` decodes the pixels within the time limit and resizes them by the variant's recipe. The gateway
+runs the two halves on its decode lanes (service/http/decode.py, which picks the lane from the plan), the
+bulk job calls `pixels` in its decode tasks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from model import ImageDecodeError, Preprocessing, resize
+from model.preprocess import DECODE_BUDGET, DecodePlan, draft_size, load, open_image
+from service.config import Limits
+
+
+@dataclass(frozen=True)
+class DecodeRules:
+    max_pixels: int
+    draft: bool
+    time_limit_s: float
+    budget: Mapping[str, int] = field(default_factory=lambda: dict(DECODE_BUDGET))
+
+    @classmethod
+    def from_settings(cls, limits: Limits, time_limit_s: float) -> DecodeRules:
+        return cls(limits.max_pixels, limits.jpeg_draft, time_limit_s, {**DECODE_BUDGET, **limits.decode_budget})
+
+    def open(self, data: bytes, recipe: Preprocessing) -> tuple[Image.Image, DecodePlan]:
+        """Raises ImageDecodeError (empty, corrupt, not a whitelisted format) and ImageTooLargeError (pixels,
+        budget); no pixel is decoded yet."""
+        if not data:
+            raise ImageDecodeError("the image is empty (0 bytes)")
+        return open_image(data, max_pixels=self.max_pixels, budget=self.budget, min_side=draft_size(recipe),
+                          draft=self.draft)  # fmt: skip
+
+    def finish(self, image: Image.Image, recipe: Preprocessing) -> np.ndarray:
+        """An opened image -> uint8 (S, S, 3) for the recipe; DecodeTimeoutError past the time limit."""
+        return resize(load(image, time_limit_s=self.time_limit_s), recipe)
+
+    def pixels(self, data: bytes, recipe: Preprocessing) -> np.ndarray:
+        return self.finish(self.open(data, recipe)[0], recipe)
