@@ -27,10 +27,10 @@ from urllib.parse import urlsplit
 
 from PIL import Image
 
-from loadtest.corpus import encode, photo
 from loadtest.http_load import free_port, read_response
 from model.preprocess import DECODE_BUDGET
 from service.http.auth import hash_key
+from tests.support.images import encode, photo
 
 NORMAL_IMAGES = [((1024, 768), "JPEG"), ((1280, 960), "JPEG"), ((1600, 1200), "JPEG"), ((800, 800), "PNG")]
 

@@ -27,12 +27,12 @@ import torch
 
 from loadtest.bench_model import throughput
 from loadtest.bench_service import MODES
-from loadtest.corpus import encode, photo
 from loadtest.machine import describe
 from model import BatchPredictor, create_model, decode, get_variant, resize
 from model.precision import resolve_precision
 from model.preprocess import draft_size
 from service.config import Settings
+from tests.support.images import encode, photo
 
 MODEL_ROLE = "model replica"
 

@@ -20,10 +20,10 @@ import tempfile
 from pathlib import Path
 
 from loadtest.bench_model import time_batches
-from loadtest.corpus import encode, photo
 from loadtest.machine import describe
 from model import BatchPredictor, create_model, get_variant, pick_device
 from service.config import Device, Precision, choices
+from tests.support.images import encode, photo
 
 DISTINCT = 32  # different photos; the corpus repeats them under other names (decode cost is the same)
 

@@ -17,9 +17,9 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from loadtest.corpus import encode, photo
 from model import decode, get_variant, resize
 from model.preprocess import draft_size
+from tests.support.images import encode, photo
 
 
 def _simplejpeg(data: bytes, min_side: int | None) -> Image.Image:

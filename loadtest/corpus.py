@@ -6,11 +6,9 @@ python -m loadtest.corpus loadtest/corpus        # writes the default corpus, pr
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from tests.support.images import encode, photo
 
 # (width, height, format): phone-camera-like JPEGs from 1 to 12 megapixels, and screenshot-like PNGs.
 DEFAULT_SPECS: list[tuple[int, int, str]] = [
@@ -18,24 +16,6 @@ DEFAULT_SPECS: list[tuple[int, int, str]] = [
     (2048, 1536, "JPEG"), (3024, 4032, "JPEG"), (4000, 3000, "JPEG"),
     (640, 480, "PNG"), (800, 800, "PNG"), (1024, 768, "PNG"),
 ]  # fmt: skip
-
-
-def photo(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
-    """A smooth, photo-like RGB image (waves plus sensor-like noise, so encoded sizes are realistic)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    channels = []
-    for _ in range(3):
-        fx, fy, phase = rng.uniform(1, 6, 2).tolist() + [rng.uniform(0, 6.28)]
-        wave = np.sin(xx / width * fx * 3.14 + phase) * np.cos(yy / height * fy * 3.14)
-        channels.append(127 + 100 * wave + rng.normal(0, 12, (height, width)).astype(np.float32))
-    return Image.fromarray(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8), "RGB")
-
-
-def encode(image: Image.Image, fmt: str, **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format=fmt, **options)
-    return buffer.getvalue()
 
 
 def make_corpus(directory: Path, specs: list[tuple[int, int, str]] = DEFAULT_SPECS) -> list[Path]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.util
 import json
 import math
 import multiprocessing
@@ -45,10 +44,11 @@ import numpy as np
 import torch
 
 from loadtest.bench_model import time_batches
-from loadtest.corpus import encode, photo
 from loadtest.machine import cpu_bf16_support, cpu_model
 from model import BatchPredictor, create_model, decode, get_variant, resize, resolve_precision
 from model.preprocess import draft_size
+from tests.support import golden
+from tests.support.images import encode, photo
 
 ROOT = Path(__file__).resolve().parents[1]
 GROWTH = 1.05  # a batch size that adds less than 5% images/s over the best smaller one ends a series
@@ -215,13 +215,6 @@ def section_environment(device: torch.device) -> dict:
 # ------------------------------------------------------------------------------------------------ correctness
 
 
-def _golden_module():
-    spec = importlib.util.spec_from_file_location("golden", ROOT / "tests" / "golden.py")
-    golden = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(golden)
-    return golden
-
-
 def _top5(predictor: BatchPredictor, pixels: np.ndarray) -> np.ndarray:
     return predictor.predict(pixels, top_k=5)[0]
 
@@ -241,7 +234,6 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 def section_correctness(plan: Plan, device: torch.device) -> dict:
     from PIL import Image
 
-    golden = _golden_module()
     recipe = get_variant("hornet-t").preprocessing
     official = golden.official_state_dict()
     _, expected = golden.golden()
@@ -564,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         measured = {v: report.data["sections"].get(f"throughput:{v}") for v in plan.models}
         report.section("compile", lambda: section_compile(plan, budget, report, measured))
     else:
-        report.skip("compile", "quick mode (minutes per batch size on a small CPU; tests/test_fast_path.py compiles)")
+        report.skip("compile", "quick mode (minutes per batch size on a small CPU; tests/unit/model/test_fast_path.py compiles)")
     report.section("derived", lambda: derive(report.data, plan))
     print(markdown(report.data), flush=True)
     failed = [

@@ -22,7 +22,8 @@ from pathlib import Path
 from locust import HttpUser, between, events, task
 from PIL import Image
 
-from loadtest.corpus import encode, make_corpus, photo
+from loadtest.corpus import make_corpus
+from tests.support.images import encode, photo
 
 
 def model_mix(spec: str) -> tuple[list[str], list[float]]:

@@ -26,7 +26,7 @@ RAY_ENV: dict[str, str] = {
     # effects, so a replay is safe. haproxy replays only what fits its buffer: uploads up to 1 MiB (a 1024x768
     # JPEG is 0.1-0.3 MB); buffers are taken per request in flight, not per connection. The retries go to the
     # same (dead) replica until haproxy marks it down after 3 errors (Ray's `error-limit 3`), and only then to
-    # another one: 5 retries, each a refused connection that costs nothing (tests/test_haproxy_errors.py).
+    # another one: 5 retries, each a refused connection that costs nothing (tests/unit/service/http/test_haproxy.py).
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
     "RAY_SERVE_HAPROXY_RETRIES": "5",
     "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(HAPROXY_BUFFER_BYTES),

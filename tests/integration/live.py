@@ -7,8 +7,8 @@ import asyncio
 
 import httpx
 
-from images import encode, photo
 from service.config import Settings
+from tests.support.images import encode, photo
 
 # hornet-t is set up so that tests can fill it: batches of up to 4 gathered over 50 ms, and at most
 # 4 running + 8 queued requests before 503. hornet-l-gf384 checks routing and the 22k label set.

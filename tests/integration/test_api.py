@@ -3,9 +3,9 @@ and its status: test_hostile.py)."""
 
 import pytest
 
-from helpers import api_error
-from images import encode, photo
 from model import labels
+from tests.support.helpers import api_error
+from tests.support.images import encode, photo
 
 JPEG = encode(photo(640, 480), "JPEG", quality=90)
 

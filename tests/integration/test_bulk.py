@@ -19,15 +19,16 @@ import torch
 import yaml
 from PIL import Image
 
-from images import encode, photo, png_header
 from model import BatchPredictor, ImageDecodeError, ImageTooLargeError, create_model, get_variant
 from model.labels import imagenet_1k
-from service.bulk_decode import INVALID_IMAGE, TOO_LARGE, UNREADABLE, decode_batch
-from service.bulk_inputs import SourceError, list_inputs
-from service.bulk_job import make_job
-from service.bulk_output import OutputMismatch, PartWriter, read_existing
+from service.bulk.decode import INVALID_IMAGE, TOO_LARGE, UNREADABLE, decode_batch
+from service.bulk.inputs import SourceError, list_inputs
+from service.bulk.job import make_job
+from service.bulk.output import OutputMismatch, PartWriter, read_existing
 from service.config import Settings
-from service.decode import Decoder
+from service.decoding import DecodeRules
+from service.http.decode import Decoder
+from tests.support.images import encode, photo, png_header
 
 ROOT = Path(__file__).parents[2]
 MODEL = "hornet-t"
@@ -116,7 +117,7 @@ def corpus(tmp_path_factory) -> dict:
 
 
 def _command(corpus: dict, out: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "service.bulk", str(corpus["images"]), "--model", MODEL, "--out", str(out),
+    return [sys.executable, "-m", "service.bulk.cli", str(corpus["images"]), "--model", MODEL, "--out", str(out),
             "--config", str(corpus["config"]), "--checkpoint-dir", str(corpus["checkpoints"]), "--num-cpus", "2",
             "--cpu-threads", "1", "--no-progress", "--summary-json", str(out.parent / "summary.json"), *extra]  # fmt: skip
 
@@ -156,7 +157,8 @@ def _gateway_decode(uploads: list[bytes]) -> list[np.ndarray | Exception]:
     """The online service's decoder itself (the gateway's `Decoder`, same settings): pixels, or the error."""
 
     async def decode_all() -> list[np.ndarray | Exception]:
-        decoder, results = Decoder(SETTINGS.gateway, SETTINGS.limits, SETTINGS.timeouts.decode_s), []
+        rules = DecodeRules.from_settings(SETTINGS.limits, SETTINGS.timeouts.decode_s)
+        decoder, results = Decoder(SETTINGS.gateway, rules), []
         for data in uploads:
             try:
                 results.append(await decoder.pixels(data, get_variant(MODEL).preprocessing))
@@ -305,7 +307,7 @@ def test_job_takes_the_variants_settings_and_the_flags_win():
 def test_parts_record_their_model_and_unfinished_writes_are_removed(tmp_path):
     import pyarrow as pa
 
-    from service.bulk_output import RESULT_SCHEMA
+    from service.bulk.output import RESULT_SCHEMA
 
     out = tmp_path / "out"
     writer = PartWriter(str(out), MODEL, 5, part_rows=2)

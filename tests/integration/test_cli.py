@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import poll
-from images import encode, photo
 from loadtest.http_load import free_port, wait_ready
+from tests.support.helpers import poll
+from tests.support.images import encode, photo
 
 
 def test_cli_serves_and_shuts_down_cleanly_on_sigterm(tmp_path):

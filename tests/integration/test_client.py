@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from images import encode, photo
 from service.client import AsyncHornetClient, HornetClient, HornetError
+from tests.support.images import encode, photo
 
 
 @pytest.fixture

@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from helpers import api_error, poll
-from images import encode, photo, webp_bomb
 from loadtest.http_load import wait_ready
-from service.auth import hash_key
 from service.config import Settings
+from service.http.auth import hash_key
+from tests.support.helpers import api_error, poll
+from tests.support.images import encode, photo, webp_bomb
 
 from .live import TEST_SETTINGS
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import api_error
-from images import encode, photo, png_header, psd, webp_bomb
 from service.local import serve_actors
+from tests.support.helpers import api_error
+from tests.support.images import encode, photo, png_header, psd, webp_bomb
 
 from .live import TEST_SETTINGS
 
@@ -51,7 +51,7 @@ def _palette_transparent() -> bytes:
 
 
 RAW = {"Content-Type": "image/jpeg"}
-# The error type of each status a bad upload gets from /v1/classify (service/errors.py).
+# The error type of each status a bad upload gets from /v1/classify (service/http/errors.py).
 ERROR_TYPES = {400: "invalid_image", 404: "unknown_model", 413: "payload_too_large", 415: "unsupported_media_type",
                422: "invalid_parameter"}  # fmt: skip
 # (kind, query, body, headers, expected status). Accepted oddities answer 200: they are real uploads.

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import httpx
 
-from helpers import poll
 from service.config import Settings
 from service.local import serve_actors
+from tests.support.helpers import poll
 
 from .live import JPEG, JPEG_HEADERS, TEST_SETTINGS, burst
 

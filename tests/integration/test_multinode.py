@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from images import encode, photo
 from loadtest.http_load import free_port, wait_ready
 from service.config import Settings
 from service.local import ray_environment
 from service.serve_config import serve_config
+from tests.support.images import encode, photo
 
 BIN = Path(sys.executable).parent
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from images import encode, photo
+from tests.support.images import encode, photo
 
 ARTIFACTS = Path(__file__).parent.parent.parent / "artifacts"
 

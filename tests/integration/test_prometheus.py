@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from images import encode, photo
 from loadtest.http_load import free_port
+from tests.support.images import encode, photo
 
 QUERY = "histogram_quantile(0.95, sum by (le, model) (rate(ray_hornet_request_latency_seconds_bucket[30s])))"
 
@@ -65,7 +65,10 @@ def test_every_dashboard_and_alert_query_names_an_exported_metric(service):
 
     import yaml
 
-    from test_deploy import DEPLOY, dashboard_metric_names
+    from tests.support.deploy import (
+        DEPLOY,
+        dashboard_metric_names,
+    )
 
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     alert_names = {n for g in rules["groups"] for r in g["rules"] for n in re.findall(r"\bray_[a-z_]+", r["expr"])}

@@ -7,9 +7,9 @@ import asyncio
 
 import httpx
 
-from helpers import poll
 from service.config import Settings
 from service.local import deploy, serve_actors
+from tests.support.helpers import poll
 
 from .live import JPEG, JPEG_HEADERS, burst
 

@@ -1,15 +1,31 @@
-"""Images the tests make themselves: the load-test corpus generator, re-used, and hostile files."""
+"""Images the tests and the load tests make themselves: photo-like pictures and hostile files."""
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
+import numpy as np
 from PIL import Image
 
-from loadtest.corpus import encode, photo
 
-__all__ = ["encode", "photo", "png_header", "psd", "webp_bomb"]
+def photo(width: int = 320, height: int = 240, seed: int = 0) -> Image.Image:
+    """A smooth, photo-like RGB image (waves plus sensor-like noise, so encoded sizes are realistic)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    channels = []
+    for _ in range(3):
+        fx, fy, phase = rng.uniform(1, 6, 2).tolist() + [rng.uniform(0, 6.28)]
+        wave = np.sin(xx / width * fx * 3.14 + phase) * np.cos(yy / height * fy * 3.14)
+        channels.append(127 + 100 * wave + rng.normal(0, 12, (height, width)).astype(np.float32))
+    return Image.fromarray(np.clip(np.stack(channels, -1), 0, 255).astype(np.uint8), "RGB")
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import zlib
-from pathlib import Path
 
 import numpy as np
 import torch
 
-DATA = Path(__file__).parent / "data"
+from tests.support import DATA
+
 _LN_PREFIXES = ("downsample_layers.0.1.", "downsample_layers.1.0.", "downsample_layers.2.0.", "downsample_layers.3.0.")
 
 

@@ -17,7 +17,6 @@ import json
 import re
 import shlex
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -26,16 +25,18 @@ import pytest
 import yaml
 
 from model import get_variant
-from service.bulk import parse_args
-from service.bulk_job import make_job
+from service.bulk.cli import parse_args
+from service.bulk.job import make_job
 from service.config import Settings
 from service.ray_env import RAY_ENV
-from test_deploy import rayservice_schema
+from tests.support import ROOT
+from tests.support.deploy import (
+    K8S_VERSION,
+    Doc,
+    rayservice_schema,
+)
 
-ROOT = Path(__file__).parent.parent
 BULK = ROOT / "deploy" / "k8s" / "bulk"
-K8S_VERSION = "1.32.0"
-Doc = dict[str, Any]
 
 _INT32 = {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1}
 _POLICY = {"type": "object", "properties": {"policy": {"enum": ["DeleteCluster", "DeleteWorkers", "DeleteSelf",
@@ -141,7 +142,7 @@ def test_entrypoint_is_the_bulk_cli_with_paths_the_pods_mount():
     job = _rayjob()
     program, args = _entrypoint(job)
     scripts = re.findall(r'^([\w-]+) = "([\w.:]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert (program, "service.bulk:main") in scripts
+    assert (program, "service.bulk.cli:main") in scripts
     assert args.weights == "required" and args.device == "cuda"
     for name, group in _groups(job):
         spec = group["template"]["spec"]
@@ -175,7 +176,7 @@ def test_one_model_actor_per_gpu_and_cpus_left_to_decode():
 
 
 def test_pods_follow_the_services_ray_setup():
-    """As the RayService (tests/test_deploy.py names the KubeRay source of each rule): token authentication,
+    """As the RayService (tests/unit/deploy/test_deploy.py names the KubeRay source of each rule): token authentication,
     the pinned Ray, RAY_ENV on every Ray container, KubeRay's port names on the head, no label that KubeRay
     selects pods by, and a run that cleans up after itself."""
     job = _rayjob()

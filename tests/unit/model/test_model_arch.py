@@ -1,13 +1,13 @@
-from pathlib import Path
 
 import pytest
 import torch
 
 import model
-from golden import golden, official_state_dict, to_mmpretrain
 from model.registry import get_builder
+from tests.support import ROOT
+from tests.support.golden import golden, official_state_dict, to_mmpretrain
 
-MODEL_DOCS = Path(__file__).parents[1] / "docs" / "model.md"
+MODEL_DOCS = ROOT / "docs" / "model.md"
 
 
 def _count(name: str, num_classes: int | None) -> int:

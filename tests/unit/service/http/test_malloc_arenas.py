@@ -1,4 +1,4 @@
-"""The gateway's cap on glibc malloc arenas (service.decode.cap_malloc_arenas), counted by glibc itself."""
+"""The gateway's cap on glibc malloc arenas (service.http.decode.cap_malloc_arenas), counted by glibc itself."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ PROBE = """
 import ctypes, sys, tempfile, threading
 cap = int(sys.argv[1])
 if cap:
-    from service.decode import cap_malloc_arenas
+    from service.http.decode import cap_malloc_arenas
     assert cap_malloc_arenas(cap)
 start = threading.Barrier(6)
 kept = []

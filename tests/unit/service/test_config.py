@@ -1,6 +1,5 @@
 import logging
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -9,8 +8,8 @@ from pydantic import ValidationError
 from service.cli import cli_overrides, parse_args
 from service.config import LIVE_FIELDS_ELSEWHERE, Settings, load_settings
 from service.serve_config import application_args, render, serve_config
+from tests.support import ROOT
 
-ROOT = Path(__file__).parent.parent
 SERVE_CONFIGS = [ROOT / "deploy" / "config" / f"{name}.yaml" for name in ("cpu", "gpu")]
 
 
@@ -207,7 +206,8 @@ def test_live_settings_leave_the_application_args_alone_and_the_rest_changes_the
 def test_required_weights_fail_before_start_up_naming_what_was_tried(tmp_path, monkeypatch, hub_dir, capsys):
     import urllib.error
 
-    from service import cli, weights
+    from service import cli
+    from service.replica import weights
 
     def offline(url):  # this machine has no route to the checkpoint host; make that explicit
         raise urllib.error.URLError("network unreachable")

@@ -19,19 +19,20 @@ import pytest
 
 from loadtest.http_load import free_port
 from service.config import load_settings
-from service.haproxy_errors import (
-    DEFAULT_REQUEST_TIMEOUT_S,
+from service.http.haproxy import (
     REQUEST_ID_RULES,
     REQUEST_TIMEOUT_ENV,
     add_contract,
     real_haproxy,
+    request_timeout_s,
 )
 from service.local import haproxy_wrapper
 from service.ray_env import HAPROXY_BINARY_ENV, HAPROXY_BUFFER_BYTES, RAY_ENV
+from tests.support import DATA, ROOT
 
 REQUEST_TIMEOUT_S = 3  # the gateway's timeouts.body_read_s, as `hornet-serve` passes it
 
-RENDERED = Path(__file__).parent / "data" / "haproxy-ray-2.60.0.cfg"  # @NAME@ marks what each test fills in
+RENDERED = DATA / "haproxy-ray-2.60.0.cfg"  # @NAME@ marks what each test fills in
 
 
 def rendered(directory: Path, port: int, replica_port: int | None = None, fallback_port: int | None = None) -> str:
@@ -249,8 +250,9 @@ def test_a_gateway_replica_that_dies_mid_request_is_replayed_not_a_closed_connec
 
 
 @pytest.mark.parametrize("name", ["cpu", "gpu"])
-def test_the_deployed_request_time_limit_is_the_one_haproxy_starts_with(name):
+def test_the_deployed_request_time_limit_is_the_one_haproxy_starts_with(name, monkeypatch):
     """The images and manifests start haproxy without HORNET_HAPROXY_REQUEST_TIMEOUT_S: its default must be
     the deploy configs' `timeouts.body_read_s`, or the two limits of one request would differ."""
-    settings = load_settings(Path(__file__).parents[1] / "deploy" / "config" / f"{name}.yaml", environ={})
-    assert settings.timeouts.body_read_s == DEFAULT_REQUEST_TIMEOUT_S
+    monkeypatch.delenv(REQUEST_TIMEOUT_ENV, raising=False)
+    settings = load_settings(ROOT / "deploy" / "config" / f"{name}.yaml", environ={})
+    assert request_timeout_s() == settings.timeouts.body_read_s

@@ -4,11 +4,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support import ROOT
+
 # The service's own dependencies, none on the GPU machine (pydantic is not there either: it travels as wheels,
 # see the module docstring of loadtest.gpu_check). tqdm is left out: torch.hub imports it where it is installed.
 MISSING_ON_THE_GPU_MACHINE = {"ray", "fastapi", "starlette", "uvicorn", "matplotlib", "psutil", "httpx", "locust",

@@ -9,8 +9,6 @@ Prometheus and Grafana: test_deploy_observability.py.
 
 from __future__ import annotations
 
-import functools
-import gzip
 import hashlib
 import json
 import os
@@ -19,10 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any
 
 import jsonschema
 import kubernetes_validate
@@ -30,113 +26,30 @@ import pytest
 import yaml
 
 from service.ray_env import RAY_ENV
-
-ROOT = Path(__file__).parent.parent
-PYPROJECT = (ROOT / "pyproject.toml").read_text()
-DEPLOY = ROOT / "deploy"
-K8S = DEPLOY / "k8s"
-OVERLAYS = ["cpu", "gpu"]
-K8S_VERSION = "1.32.0"
-# utils/constant.go: the port names the operator looks up, with its defaults.
-KUBERAY_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
-# The Ray resource that keeps each deployment on its worker group (deploy/README.md, "Layout").
-GATEWAY_GROUP = "gateways"
-CLASSIFIER_GROUPS = {"classifiers", "gpu-classifiers"}
-
-Doc = dict[str, Any]
-
-
-@functools.lru_cache
-def _render(directory: str) -> tuple[str, ...]:
-    out = subprocess.run(["kubectl", "kustomize", directory], check=True, capture_output=True, text=True).stdout
-    return tuple(json.dumps(doc) for doc in yaml.safe_load_all(out) if doc)
-
-
-def kustomize(directory: Path) -> list[Doc]:
-    """The rendered objects of a kustomization (fresh copies: tests may change them)."""
-    return [json.loads(doc) for doc in _render(str(directory))]
-
-
-def overlay(name: str) -> list[Doc]:
-    return kustomize(K8S / "overlays" / name)
-
-
-def rayservice(docs: list[Doc]) -> Doc:
-    (service,) = [d for d in docs if d["kind"] == "RayService"]
-    return service
-
-
-def one(docs: list[Doc], kind: str) -> Doc:
-    (doc,) = [d for d in docs if d["kind"] == kind]
-    return doc
-
-
-def groups(service: Doc) -> Iterator[tuple[str, Doc]]:
-    """(group name, group spec) for the head ("head") and every worker group."""
-    cluster = service["spec"]["rayClusterConfig"]
-    yield "head", cluster["headGroupSpec"]
-    for group in cluster["workerGroupSpecs"]:
-        yield group["groupName"], group
-
-
-def ray_container(group: Doc) -> Doc:
-    return group["template"]["spec"]["containers"][0]
-
-
-def serve_config(service: Doc) -> Doc:
-    return yaml.safe_load(service["spec"]["serveConfigV2"])
-
-
-@functools.lru_cache
-def rayservice_schema() -> Doc:
-    with gzip.open(ROOT / "tests" / "data" / "ray.io_rayservices.yaml.gz", "rt") as f:
-        crd = yaml.load(f, Loader=yaml.CSafeLoader)  # 5x faster than safe_load on the 2 MB CRD
-    (v1,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
-    return v1["schema"]["openAPIV3Schema"]
-
-
-@functools.lru_cache
-def rayservice_validator() -> jsonschema.protocols.Validator:
-    """One validator for the CRD's schema (jsonschema.validate would check the schema itself on every call)."""
-    schema = rayservice_schema()
-    return jsonschema.validators.validator_for(schema)(schema)
-
-
-def with_components(tmp_path: Path, base: str, components: list[str]) -> list[Doc]:
-    """Render an overlay plus components the way a user's own kustomization would (relative paths only)."""
-    rel = os.path.relpath(K8S, tmp_path)
-    (tmp_path / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "resources": [f"{rel}/overlays/{base}"],
-                "components": [f"{rel}/components/{c}" for c in components],
-            }
-        )
-    )
-    return kustomize(tmp_path)
-
-
-def ray_resources(group: Doc) -> dict[str, float]:
-    """The Ray resources a worker of this group offers, as KubeRay's common/pod.go generateRayStartCommand
-    computes them: num-cpus from the container's CPU limit, else its request; num-gpus from nvidia.com/gpu;
-    custom ones from the quoted JSON of rayStartParams.resources (getResourcesMap trims the quotes)."""
-    params = group["rayStartParams"]
-    limits = ray_container(group)["resources"].get("limits", {})
-    requests = ray_container(group)["resources"].get("requests", {})
-    cpus = params.get("num-cpus", limits.get("cpu", requests.get("cpu", "0")))
-    offered = {"CPU": float(cpus[:-1]) / 1000 if str(cpus).endswith("m") else float(cpus)}
-    offered["GPU"] = float(params.get("num-gpus", limits.get("nvidia.com/gpu", 0)))
-    offered.update(json.loads(params.get("resources", "{}").strip("'\"` ")))
-    return offered
-
-
-def dashboard_metric_names() -> set[str]:
-    """Every ray_* metric the Grafana dashboard queries (the live-service test checks they are exported)."""
-    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "hornet.json").read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    assert exprs
-    return {name for e in exprs for name in re.findall(r"\bray_[a-z_]+", e)}
-
+from tests.support import ROOT
+from tests.support.deploy import (
+    CLASSIFIER_GROUPS,
+    DEPLOY,
+    GATEWAY_GROUP,
+    K8S,
+    K8S_VERSION,
+    KUBERAY_PORTS,
+    OVERLAYS,
+    PYPROJECT,
+    Doc,
+    deployments,
+    groups,
+    kustomize,
+    one,
+    overlay,
+    placeable_on,
+    ray_container,
+    ray_resources,
+    rayservice,
+    rayservice_validator,
+    serve_config,
+    with_components,
+)
 
 # ---- rendering and schemas ------------------------------------------------------------------------------
 
@@ -350,19 +263,6 @@ def test_gpu_overlay_keeps_gateways_off_gpu_nodes():
         assert ray_resources(by_name[group_name])["GPU"] == 0
 
 
-def _deployments(application: Doc) -> dict[str, Doc]:
-    """Each deployment's ray_actor_options, as the Serve config's `deployments:` entries give them to Serve
-    (which applies them over the code's defaults): every classifier, named by its model, and the Gateway."""
-    options = {d["name"]: d.get("ray_actor_options", {}) for d in application.get("deployments", [])}
-    assert set(options) == {*application["args"]["models"], "Gateway"}, "a deployment has no entry"
-    return options
-
-
-def _placeable_on(actor: Doc, offered: dict[str, float]) -> bool:
-    wanted = {"CPU": actor.get("num_cpus", 0), "GPU": actor.get("num_gpus", 0), **actor.get("resources", {})}
-    return all(offered.get(name, 0) >= amount for name, amount in wanted.items())
-
-
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_each_deployment_fits_only_on_its_own_worker_group(name):
     """The serveConfigV2's deployments ask for a custom Ray resource that only their group offers
@@ -371,14 +271,14 @@ def test_each_deployment_fits_only_on_its_own_worker_group(name):
     group. A replica that fits nowhere stays pending forever; one that fits anywhere lands anywhere."""
     service = rayservice(overlay(name))
     offered = {group_name: ray_resources(group) for group_name, group in groups(service)}
-    for deployment, actor in _deployments(serve_config(service)["applications"][0]).items():
+    for deployment, actor in deployments(serve_config(service)["applications"][0]).items():
         expected = {GATEWAY_GROUP} if deployment == "Gateway" else CLASSIFIER_GROUPS & set(offered)
         custom = set(actor.get("resources", {}))
         assert custom, f"{deployment} asks for no custom resource: it can land on any group"
         for resource in custom:
             offering = {group_name for group_name, resources in offered.items() if resource in resources}
             assert offering and offering <= expected, f"{deployment}: {resource} is offered by {offering}"
-        fits = {group_name for group_name, resources in offered.items() if _placeable_on(actor, resources)}
+        fits = {group_name for group_name, resources in offered.items() if placeable_on(actor, resources)}
         assert fits == expected, f"{deployment} asks {actor}, fits on {fits or 'no group'}"
 
 

@@ -10,10 +10,11 @@ import threading
 import pytest
 
 import model
-from images import encode, photo, webp_bomb
 from model.preprocess import DECODE_BUDGET
 from service.config import GatewaySettings, Limits
-from service.decode import DecodeQueueFull, Decoder, Lane
+from service.decoding import DecodeRules
+from service.http.decode import DecodeQueueFull, Decoder, Lane
+from tests.support.images import encode, photo, webp_bomb
 
 
 async def _blocked_jobs(lane: Lane, count: int, gate: threading.Event) -> list[asyncio.Task]:
@@ -85,12 +86,12 @@ def _lane_used(decoder: Decoder, data: bytes) -> str:
 
 
 def test_an_upload_is_opened_on_the_light_lane_and_decoded_on_the_lane_its_pixels_call_for():
-    decoder = Decoder(GatewaySettings(heavy_decode_pixels=1_000_000), Limits(), time_limit_s=5)
+    decoder = Decoder(GatewaySettings(heavy_decode_pixels=1_000_000), DecodeRules.from_settings(Limits(), 5))
     assert _lane_used(decoder, encode(photo(800, 600), "JPEG")) == "decode+decode"
     bomb = webp_bomb(1500)
     assert len(bomb) < 2000 and _lane_used(decoder, bomb) == "decode+decode-heavy"
 
 
 def test_the_configured_budget_overrides_the_default_by_format():
-    decoder = Decoder(GatewaySettings(), Limits(decode_budget={"PNG": 10_000}), time_limit_s=5)
-    assert decoder.budget["PNG"] == 10_000 and decoder.budget["WEBP"] == DECODE_BUDGET["WEBP"]
+    decoder = Decoder(GatewaySettings(), DecodeRules.from_settings(Limits(decode_budget={"PNG": 10_000}), 5))
+    assert decoder.rules.budget["PNG"] == 10_000 and decoder.rules.budget["WEBP"] == DECODE_BUDGET["WEBP"]

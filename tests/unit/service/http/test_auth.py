@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from service.auth import KeyFileError, KeyStore, TokenBuckets, bearer_token, hash_key, main, parse_keys
 from service.config import Settings
+from service.http.auth import KeyFileError, KeyStore, TokenBuckets, bearer_token, hash_key, main, parse_keys
 
 
 class Clock:

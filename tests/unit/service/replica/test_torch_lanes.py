@@ -6,7 +6,7 @@ import threading
 import pytest
 import torch
 
-from service.torch_lanes import TorchLanes
+from service.replica.torch_lanes import TorchLanes
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,14 @@ from typing import Any
 import pytest
 import yaml
 
-from service.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
+from service.http.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV
-from test_deploy import DEPLOY, ROOT, _deployments, _placeable_on
+from tests.support import ROOT
+from tests.support.deploy import (
+    DEPLOY,
+    deployments,
+    placeable_on,
+)
 
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -118,10 +123,10 @@ def test_compose_nodes_offer_what_the_serve_config_asks(target):
     nodes = ["ray-head"] + (["ray-gpu-worker"] if target == "gpu" else [])
     offered = {n: json.loads(SERVICES[n]["environment"]["RAY_RESOURCES"]) for n in nodes}
     (application,) = yaml.safe_load((DEPLOY / "serve" / f"{target}.yaml").read_text())["applications"]
-    for deployment, actor in _deployments(application).items():
+    for deployment, actor in deployments(application).items():
         custom = dict(actor.get("resources", {}))
         assert custom, f"{deployment} asks for no custom resource"
-        where = [n for n, resources in offered.items() if _placeable_on({"resources": custom}, resources)]
+        where = [n for n, resources in offered.items() if placeable_on({"resources": custom}, resources)]
         assert where, f"{deployment} asks {custom}; the nodes offer {offered}"
         if actor.get("num_gpus"):
             assert where == ["ray-gpu-worker"], f"{deployment} needs a GPU but may land on {where}"
@@ -136,12 +141,12 @@ def test_compose_api_keys_reach_every_node_that_runs_a_gateway(target):
     (application,) = yaml.safe_load((DEPLOY / "serve" / f"{target}.yaml").read_text())["applications"]
     auth = application["args"]["auth"]
     assert auth["enabled"]
-    gateway = _deployments(application)["Gateway"]
+    gateway = deployments(application)["Gateway"]
     nodes = ["ray-head"] + (["ray-gpu-worker"] if target == "gpu" else [])
     for node in nodes:
         offered = json.loads(SERVICES[node]["environment"]["RAY_RESOURCES"])
         mounted = [s for s in SERVICES[node]["secrets"] if isinstance(s, dict) and s["target"] == auth["keys_file"]]
-        if _placeable_on({"resources": gateway.get("resources", {})}, offered):
+        if placeable_on({"resources": gateway.get("resources", {})}, offered):
             (secret,) = mounted
             assert COMPOSE["secrets"][secret["source"]]["file"].startswith("./secrets/")
         else:
@@ -168,7 +173,7 @@ def test_image_sets_the_ray_environment_of_service_local():
     env = {k: v for k, v in image_env().items() if k.startswith("RAY_")}
     wrapper = "/opt/venv/bin/hornet-haproxy"
     assert env == {**RAY_ENV, CALLBACK_ENV: CALLBACK_PATH, HAPROXY_BINARY_ENV: wrapper}
-    assert 'hornet-haproxy = "service.haproxy_errors:main"' in (ROOT / "pyproject.toml").read_text()
+    assert 'hornet-haproxy = "service.http.haproxy:main"' in (ROOT / "pyproject.toml").read_text()
     assert "python -m venv /opt/venv" in DOCKERFILE and "COPY --from=build /opt/venv /opt/venv" in DOCKERFILE
 
 

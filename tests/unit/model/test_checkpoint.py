@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import save_file
 
 import model
-from golden import golden, official_state_dict, to_mmpretrain
 from model import checkpoint
 from model.registry import get_builder
+from tests.support.golden import golden, official_state_dict, to_mmpretrain
 
 
 def _logits(net):

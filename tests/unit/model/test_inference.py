@@ -4,8 +4,8 @@ import torch
 from PIL import Image
 
 import model
-from golden import DATA, golden, official_state_dict
-from nets import narrow_hornet
+from tests.support.golden import DATA, golden, official_state_dict
+from tests.support.nets import narrow_hornet
 
 
 @pytest.fixture(scope="module")

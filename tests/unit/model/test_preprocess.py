@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 import model
-from golden import DATA, golden
-from images import encode, photo
+from tests.support.golden import DATA, golden
+from tests.support.images import encode, photo
 
 LIMIT = 50_000_000
 

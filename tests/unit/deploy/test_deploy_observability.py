@@ -11,7 +11,15 @@ import subprocess
 import pytest
 import yaml
 
-from test_deploy import DEPLOY, dashboard_metric_names, groups, one, overlay, ray_container, rayservice
+from tests.support.deploy import (
+    DEPLOY,
+    dashboard_metric_names,
+    groups,
+    one,
+    overlay,
+    ray_container,
+    rayservice,
+)
 
 PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "hornet.json"

@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 import model
-from images import encode, photo, psd, webp_bomb
 from model.preprocess import DECODE_BUDGET, FORMATS, DecodeTimeoutError, draft_size, load, open_image
+from tests.support.images import encode, photo, psd, webp_bomb
 
 LIMIT = 100_000_000
 PIL_DIR = Path(Image.__file__).parent

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import model
-from images import encode
 from model.preprocess import load, open_image
+from tests.support.images import encode
 
 LIMIT = 4_000_000
 RECIPES = [model.get_variant("hornet-t").preprocessing, model.get_variant("hornet-l-gf384").preprocessing]

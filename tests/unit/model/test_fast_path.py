@@ -8,7 +8,7 @@ import torch
 
 import model
 from model.buckets import StagingPool, bucket_for, check_buckets
-from nets import narrow_hornet
+from tests.support.nets import narrow_hornet
 
 RECIPE = model.get_variant("hornet-t").preprocessing
 
