@@ -30,7 +30,7 @@ lint: $(STAMP)
 test: $(STAMP) system-deps lint
 	$(PY) -m pytest
 
-# The unit tests (model, config, deploy rules): everything outside tests/integration (no Ray) but the few
+# The unit tests (tests/unit: model, service without Ray, deploy rules, loadtest tools) but the few
 # marked slow. `make test` runs them all, with the integration tests and lint.
 test-unit: $(STAMP) system-deps
 	$(PY) -m pytest -m "not integration and not slow"

@@ -556,7 +556,9 @@ def main(argv: list[str] | None = None) -> int:
         measured = {v: report.data["sections"].get(f"throughput:{v}") for v in plan.models}
         report.section("compile", lambda: section_compile(plan, budget, report, measured))
     else:
-        report.skip("compile", "quick mode (minutes per batch size on a small CPU; tests/unit/model/test_fast_path.py compiles)")
+        report.skip(
+            "compile", "quick mode (minutes per batch size on a small CPU; tests/unit/model/test_fast_path.py compiles)"
+        )
     report.section("derived", lambda: derive(report.data, plan))
     print(markdown(report.data), flush=True)
     failed = [

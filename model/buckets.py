@@ -14,14 +14,6 @@ from contextlib import contextmanager
 import torch
 
 
-def default_buckets(max_batch_size: int) -> list[int]:
-    """Powers of two below `max_batch_size`, then `max_batch_size` itself: 12 -> [1, 2, 4, 8, 12]."""
-    if max_batch_size < 1:
-        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
-    sizes = [1 << i for i in range(max_batch_size.bit_length()) if 1 << i < max_batch_size]
-    return [*sizes, max_batch_size]
-
-
 def check_buckets(buckets: Sequence[int]) -> list[int]:
     """Sorted, distinct, positive bucket sizes (a ValueError names what is wrong)."""
     sizes = sorted(set(buckets))

@@ -36,9 +36,8 @@ from model.registry import Preprocessing, get_variant
 # The formats the service documents. Untrusted bytes reach no other Pillow plugin: `Image.open(formats=FORMATS)`
 # tries only these, and with exactly their plugins imported above Pillow never loads (`Image.init`) the others.
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-# Pixels one upload may make the decoder produce, by format: about 0.5 s of decode + resize on one core of the
-# development machine for each (measured ns per pixel, decode + resize: lossless WebP 46, progressive JPEG 21,
-# PNG 25, JPEG-in-TIFF 29, GIF 17, baseline JPEG 13, RLE BMP 12).
+# Pixels one upload may make the decoder produce, by format: about the same decode + resize time for each, as
+# the formats' costs per pixel differ (docs/performance.md#measurements-behind-the-codes-settings).
 DECODE_BUDGET = {"JPEG": 24_000_000, "PNG": 16_000_000, "WEBP": 12_000_000, "GIF": 24_000_000,
                  "BMP": 32_000_000, "TIFF": 16_000_000}  # fmt: skip
 

@@ -59,8 +59,7 @@ class LiveBatchSettings(_Strict):
 
 class BatchSettings(LiveBatchSettings):
     """`@serve.batch` settings of one classifier deployment. The defaults are what `make bench` found
-    fastest on CPU: two overlapping batches of up to 8, gathered for up to 20 ms (a request that finds
-    the replica idle starts at once, see Classifier.classify)."""
+    fastest on CPU (docs/performance.md#measurements-behind-the-codes-settings); a request that finds the replica idle starts at once (Classifier.classify)."""
 
     max_concurrent_batches: int = Field(2, ge=1, le=16)
 
@@ -104,7 +103,7 @@ class ClassifierSettings(_Strict):
     cuda_graphs: bool = Field(False, description="capture each batch size as a CUDA graph at start-up (GPU only)")
     batch: BatchSettings = BatchSettings()
     # Room for 4 batches per lane in the replica: requests beyond it wait in the gateway's router, which
-    # re-probes the replicas while they wait (at concurrency 64: 17.3 -> 11.8 images/s).
+    # re-probes the replicas while they wait and slows every request (docs/performance.md#measurements-behind-the-codes-settings).
     max_ongoing_requests: int = Field(64, ge=1)
     max_queued_requests: int = Field(64, ge=1)
     weights: str | None = Field(None, description="explicit checkpoint path or URL for this variant")

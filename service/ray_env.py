@@ -1,14 +1,13 @@
 """The Ray settings every Ray process of the service runs with: `hornet-serve`, the tests, the bench, the
 image (`ray start`), compose and the KubeRay pods. One table, so a deploy test can check each place.
 
-Each entry is measured in the README's Performance section (`make bench`).
+What each entry gained is measured in docs/performance.md#measurements-behind-the-codes-settings.
 """
 
 from __future__ import annotations
 
 # Ray passes objects up to this size inside the call instead of through the object store. At the
-# default (100 KiB) every 224x224x3 image took the object store: measured on 2 cores, a replica call
-# with a 150 KB array took 5.6 ms instead of 2.6 ms.
+# default (100 KiB) every 224x224x3 image (150 KB) took the object store, at twice the cost of a call.
 MAX_DIRECT_CALL_OBJECT_SIZE = 1 << 20
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": MAX_DIRECT_CALL_OBJECT_SIZE}
 HAPROXY_BUFFER_BYTES = 1 << 20
@@ -17,8 +16,8 @@ HAPROXY_BUFFER_BYTES = 1 << 20
 # reads RAY_<name> instead).
 RAY_ENV: dict[str, str] = {
     "RAY_max_direct_call_object_size": str(MAX_DIRECT_CALL_OBJECT_SIZE),
-    # Ray Serve's HAProxy ingress instead of the Python HTTP proxy: it cut the CPU outside the model from
-    # 43-46 to 25-29 ms per request and the empty pipeline from 26 to 9 ms (README, Performance).
+    # Ray Serve's HAProxy ingress instead of the Python HTTP proxy: it takes about 40% of the CPU outside the
+    # model off every request.
     # `hornet-haproxy` (service/http/haproxy.py) gives it the service's error contract.
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     # A request whose gateway replica dies before answering is replayed on another one (or on Serve's fallback

@@ -32,9 +32,8 @@ def cap_malloc_arenas(arenas: int) -> bool:
 
     glibc gives each new thread that allocates an arena of its own (up to 8 per core) and keeps what is freed
     in it for reuse: decode threads handling multi-megabyte images each hold a high-water mark of their own.
-    Two arenas held a three-thread decode loop over the load-test photos at 332-345 MB instead of 411 MB, at
-    the same speed (a fixed M_MMAP_THRESHOLD reached 252 MB but decoded 30% slower: every big image is then
-    a fresh mmap to fault in)."""
+    Two arenas keep less memory at the same speed; a fixed M_MMAP_THRESHOLD keeps even less but decodes every
+    big image into a fresh mmap, which is slower (docs/performance.md#measurements-behind-the-codes-settings)."""
     try:
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_ARENA_MAX, arenas))
     except (OSError, AttributeError):

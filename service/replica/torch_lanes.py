@@ -1,13 +1,13 @@
 """Where a replica's torch work runs on the CPU: all cores for a lone batch, a share each when batches overlap.
 
-Two facts about torch's OpenMP runtime (libgomp) on a small CPU shape this, both measured on 2 cores:
-- A batch that runs alone is fastest on every core (hornet-t, batch 1: 53 ms on 2 threads, 78 ms on 1),
-  but two batches that overlap are faster on one thread each than queued on two (the barriers of a
-  2-thread team stall whenever another process takes a core).
+Two facts about torch's OpenMP runtime (libgomp) on a small CPU shape this (measured: docs/performance.md#measurements-behind-the-codes-settings):
+- A batch that runs alone is fastest on every core, but two batches that overlap are faster on one
+  thread each than queued on two (the barriers of a 2-thread team stall whenever another process
+  takes a core).
 - Every thread that opens a multi-threaded parallel region gets its own OpenMP team. Once a process
-  holds more OpenMP threads than cores, libgomp stops spin-waiting at barriers, and batch 1 on
-  2 threads took 110 ms instead of 53. So only one thread, the "wide" lane, ever runs multi-threaded
-  (it also loads and warms the model); the other lanes always run single-threaded shares.
+  holds more OpenMP threads than cores, libgomp stops spin-waiting at barriers, and a lone batch runs
+  twice as slow. So only one thread, the "wide" lane, ever runs multi-threaded (it also loads and
+  warms the model); the other lanes always run single-threaded shares.
 """
 
 from __future__ import annotations

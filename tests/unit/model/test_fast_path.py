@@ -22,13 +22,6 @@ def _images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize(
-    ("max_batch", "expected"), [(1, [1]), (2, [1, 2]), (8, [1, 2, 4, 8]), (12, [1, 2, 4, 8, 12]), (3, [1, 2, 3])]
-)
-def test_default_buckets_are_powers_of_two_up_to_the_largest_batch(max_batch, expected):
-    assert model.default_buckets(max_batch) == expected
-
-
 def test_bucket_choice_and_validation():
     assert [bucket_for(n, [1, 2, 4, 8]) for n in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
     assert bucket_for(5, None) == 5
@@ -37,8 +30,6 @@ def test_bucket_choice_and_validation():
         bucket_for(9, [4, 8])
     with pytest.raises(ValueError, match="positive"):
         check_buckets([0, 4])
-    with pytest.raises(ValueError, match=">= 1"):
-        model.default_buckets(0)
 
 
 def test_padded_batches_give_the_unpadded_results(net):
