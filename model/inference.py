@@ -140,8 +140,13 @@ class BatchPredictor:
         n, size = len(batch), bucket_for(len(batch), self.buckets)
         with torch.inference_mode():  # graphs are captured and code compiled in it too, as they will run
             runner = self._runner(size)
-            if size == n and self.device.type == "cpu":
+            on_device = batch.device == self.device  # decoded there (service/replica/jpeg.py), or a CPU replica
+            if on_device and size == n:
                 return runner(batch, n, k)
+            if on_device and self.device.type != "cpu":
+                padded = torch.zeros((size, *batch.shape[1:]), dtype=torch.uint8, device=self.device)
+                padded[:n] = batch
+                return runner(padded, n, k)
             with self._staging.take(size) as host:
                 host[:n].copy_(batch)
                 return runner(host, n, k)

@@ -242,6 +242,54 @@ def resize(image: Image.Image, recipe: Preprocessing) -> np.ndarray:
     return np.array(out, dtype=np.uint8)
 
 
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1-8) from an opened image's header; 1 where it has none, or a broken one (as `to_rgb`
+    keeps such an image unrotated)."""
+    try:
+        value = image.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - any broken EXIF block
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+# EXIF orientation -> the transform Pillow's ImageOps.exif_transpose applies, on a (C, H, W) tensor.
+_ORIENT = {
+    2: lambda x: x.flip(2),
+    3: lambda x: x.flip(1, 2),
+    4: lambda x: x.flip(1),
+    5: lambda x: x.transpose(1, 2),
+    6: lambda x: x.rot90(-1, (1, 2)),
+    7: lambda x: x.transpose(1, 2).flip(1, 2),
+    8: lambda x: x.rot90(1, (1, 2)),
+}
+
+
+def orient(image: torch.Tensor, orientation: int) -> torch.Tensor:
+    """A (C, H, W) image as stored -> as meant to be seen, by its EXIF orientation (1-8; others: unchanged)."""
+    transform = _ORIENT.get(orientation)
+    return transform(image) if transform else image
+
+
+def resize_tensor(image: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
+    """uint8 (3, H, W) on any device -> uint8 (S, S, 3) by the recipe's geometry, with torch's antialiased bicubic
+    (Pillow's filter, a = -0.5): `resize` on the device that decoded the image, a grey level or two apart."""
+    _, height, width = image.shape
+    size = recipe.input_size
+    if recipe.mode == "warp":
+        return _bicubic(image, size, size).permute(1, 2, 0)
+    short = recipe.resize_short
+    new_w, new_h = (short, int(short * height / width)) if width <= height else (int(short * width / height), short)
+    top, left = round((new_h - size) / 2), round((new_w - size) / 2)
+    return _bicubic(image, new_h, new_w)[:, top : top + size, left : left + size].permute(1, 2, 0)
+
+
+def _bicubic(image: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    resized = torch.nn.functional.interpolate(
+        image[None].float(), size=(height, width), mode="bicubic", antialias=True, align_corners=False
+    )
+    return resized[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
 def normalize(batch: torch.Tensor, recipe: Preprocessing) -> torch.Tensor:
     """uint8 (N, H, W, 3) on any device -> float32 (N, 3, H, W), channels_last in memory, normalised."""
     mean = torch.tensor(recipe.mean, device=batch.device).view(1, 3, 1, 1)

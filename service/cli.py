@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from model import CheckpointError
 from service.config import Device, Settings, WeightsPolicy, choices, configure_logging, load_settings
-from service.local import deploy, local_service
+from service.local import PortBusy, deploy, local_service
 from service.replica.weights import WeightsUnavailable, check_required_weights
 from service.serve_config import render, render_kuberay_patch
 
@@ -22,7 +22,11 @@ log = logging.getLogger("hornet-serve")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="hornet-serve", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="hornet-serve",
+        description=__doc__,
+        epilog="exit status: 0 stopped, 2 invalid configuration, 3 weights unavailable, 4 a port in use",
+    )
     p.add_argument("--config", help="YAML settings file (also $HORNET_SERVE_CONFIG)")
     p.add_argument("--models", help="comma-separated variant ids to enable, e.g. hornet-t,hornet-l-gf384")
     p.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
@@ -98,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     except (WeightsUnavailable, CheckpointError) as exc:
         print(f"hornet-serve: {exc}", file=sys.stderr)
         return 3
-    run(settings, lambda: load_settings(args.config, cli_overrides(args)))
+    try:
+        run(settings, lambda: load_settings(args.config, cli_overrides(args)))
+    except PortBusy as exc:
+        print(f"hornet-serve: {exc}", file=sys.stderr)
+        return 4
     return 0
 
 

@@ -23,6 +23,7 @@ from service.http.errors import RETRY_AFTER_S
 
 WeightsPolicy = Literal["auto", "required", "random"]
 Device = Literal["auto", "cpu", "cuda"]
+DecodeWhere = Literal["auto", "gateway", "replica"]
 ENV_PREFIX = "HORNET_SERVE_"
 # Validation context key: the settings come from a Serve application's args (see _consistent).
 LIVE_FIELDS_ELSEWHERE = "live_fields_elsewhere"
@@ -101,6 +102,11 @@ class ClassifierSettings(_Strict):
     )
     compile: CompileMode = Field("off", description="torch.compile each batch size at start-up")
     cuda_graphs: bool = Field(False, description="capture each batch size as a CUDA graph at start-up (GPU only)")
+    decode: DecodeWhere = Field(
+        "auto",
+        description="where JPEG uploads are decoded: gateway (CPU), replica (on the model's device, nvJPEG on "
+        "CUDA); auto: replica on CUDA replicas, gateway on CPU ones",
+    )
     batch: BatchSettings = BatchSettings()
     # Room for 4 batches per lane in the replica: requests beyond it wait in the gateway's router, which
     # re-probes the replicas while they wait and slows every request (docs/performance.md#measurements-behind-the-codes-settings).
@@ -118,17 +124,6 @@ class ClassifierSettings(_Strict):
                 f"max_concurrent_batches ({self.batch.max_batch_size} x {self.batch.max_concurrent_batches} = "
                 f"{needed}): batches could never fill"
             )
-
-
-class VariantSettings(_Strict):
-    """What one variant's classifier replicas are built with: that variant's settings, nothing else."""
-
-    model_id: str
-    device: Device
-    weights_policy: WeightsPolicy
-    checkpoint_dir: str | None
-    max_top_k: int
-    classifier: ClassifierSettings
 
 
 class GatewaySettings(_Strict):
@@ -184,6 +179,18 @@ class AuthSettings(_Strict):
         if self.enabled and not self.keys_file:
             raise ValueError("auth.enabled needs auth.keys_file (see `python -m service.http.auth --help`)")
         return self
+
+
+class VariantSettings(_Strict):
+    """What one variant's classifier replicas are built with: that variant's settings, nothing else."""
+
+    model_id: str
+    device: Device
+    weights_policy: WeightsPolicy
+    checkpoint_dir: str | None
+    classifier: ClassifierSettings
+    limits: Limits = Field(description="the gateway's limits: max_top_k, and the replica's own CPU decode")
+    decode_time_limit_s: float = Field(gt=0)
 
 
 class Settings(_Strict):
@@ -243,8 +250,9 @@ class Settings(_Strict):
             device=self.device,
             weights_policy=self.weights_policy,
             checkpoint_dir=self.checkpoint_dir,
-            max_top_k=self.limits.max_top_k,
             classifier=self.classifier_for(model_id),
+            limits=self.limits,
+            decode_time_limit_s=self.timeouts.decode_s,
         )
 
     def classifier_for(self, model_id: str) -> ClassifierSettings:

@@ -16,7 +16,7 @@ from PIL import Image
 
 from model import ImageDecodeError, Preprocessing, resize
 from model.preprocess import DECODE_BUDGET, DecodePlan, draft_size, load, open_image
-from service.config import Limits
+from service.config import Limits, VariantSettings
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class DecodeRules:
     @classmethod
     def from_settings(cls, limits: Limits, time_limit_s: float) -> DecodeRules:
         return cls(limits.max_pixels, limits.jpeg_draft, time_limit_s, {**DECODE_BUDGET, **limits.decode_budget})
+
+    @classmethod
+    def for_variant(cls, variant: VariantSettings) -> DecodeRules:
+        return cls.from_settings(variant.limits, variant.decode_time_limit_s)
 
     def open(self, data: bytes, recipe: Preprocessing) -> tuple[Image.Image, DecodePlan]:
         """Raises ImageDecodeError (empty, corrupt, not a whitelisted format) and ImageTooLargeError (pixels,

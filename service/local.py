@@ -6,8 +6,11 @@ all three run the same thing (the same ingress, the same Ray environment, the sa
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -38,6 +41,54 @@ def apply_ray_env(overrides: Mapping[str, str] | None = None) -> None:
 def haproxy_wrapper() -> str:
     """`hornet-haproxy` (service/http/haproxy.py), installed beside this Python."""
     return str(Path(sys.executable).with_name("hornet-haproxy"))
+
+
+class PortBusy(RuntimeError):
+    """A port the service needs is taken; the message names the port and, where it can tell, the holder."""
+
+
+def service_ports(settings: Settings) -> dict[str, tuple[str, int]]:
+    """What the service will listen on: {role: (address, port)} (call after apply_ray_env: Serve reads the
+    HAProxy ports from the environment)."""
+    ports = {"HTTP": (settings.host, settings.port), "metrics": ("0.0.0.0", settings.metrics_export_port)}
+    if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
+        from ray.serve._private import constants
+
+        ports["HAProxy stats"] = ("0.0.0.0", constants.RAY_SERVE_HAPROXY_STATS_PORT)
+        ports["HAProxy metrics"] = ("0.0.0.0", constants.RAY_SERVE_HAPROXY_METRICS_PORT)
+    return ports
+
+
+def check_ports_free(settings: Settings) -> None:
+    """Raise PortBusy for the first port something already listens on, before Ray starts (otherwise the
+    failure shows minutes later, deep in Serve's proxy or HAProxy's start)."""
+    for role, (host, port) in service_ports(settings).items():
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT of earlier connections
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                raise PortBusy(f"the {role} port {port} is in use by {listener_of(port)}") from None
+
+
+def listener_of(port: int) -> str:
+    """The process listening on TCP `port`, as `pid 123 (haproxy)`, from /proc (Linux; another user's
+    processes may be hidden)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for row in f.readlines()[1:]:
+                fields = row.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                    inodes.add(f"socket:[{fields[9]}]")
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        with contextlib.suppress(OSError):
+            if any(os.readlink(fd) in inodes for fd in fd_dir.iterdir()):
+                pid = fd_dir.parent.name
+                return f"pid {pid} ({(fd_dir.parent / 'comm').read_text().strip()})"
+    return "another process"
 
 
 def deploy(settings: Settings) -> None:
@@ -93,12 +144,13 @@ def local_service(
     ray_env: Mapping[str, str] | None = None,
     on_ray_started: Callable[[], None] | None = None,
 ) -> Iterator[str]:
-    """Start Ray and the app; yield the base URL; on exit drain the gateways, delete the app (each replica
+    """Check the ports, start Ray and the app; yield the base URL; on exit drain the gateways, delete the app (each replica
     finishes its ongoing requests before it stops), then stop Serve and Ray.
 
     `on_ray_started` runs right after `ray.init`, before the app deploys: `ray.init` installs Ray's own
     SIGTERM handler (which ends the process at once), and the app may answer before this yields."""
     apply_ray_env(ray_env)
+    check_ports_free(settings)
     # Derived from the settings, not a default: an earlier service in this process (tests) must not leave its own.
     os.environ[REQUEST_TIMEOUT_ENV] = str(settings.timeouts.body_read_s)
     import ray  # after the environment: Serve reads its settings when first imported

@@ -58,6 +58,7 @@ class ClassifierMetrics:
     queue_wait: Histogram
     inference: Histogram
     batch_size: Histogram
+    decode_fallbacks: Counter
 
     @classmethod
     def create(cls) -> ClassifierMetrics:
@@ -73,5 +74,11 @@ class ClassifierMetrics:
             batch_size=Histogram(
                 "hornet_batch_size", description="Requests per executed batch.",
                 boundaries=_BATCH_BUCKETS, tag_keys=("model",),
+            ),
+            decode_fallbacks=Counter(
+                "hornet_replica_decode_fallbacks",
+                description="JPEGs the replica's device decoder refused, by reason: device_refused (decoded on the "
+                "replica's CPU instead), undecodable (no decoder took it: a 400).",
+                tag_keys=("model", "reason"),
             ),
         )  # fmt: skip

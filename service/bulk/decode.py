@@ -10,7 +10,7 @@ import numpy as np
 
 from model import ImageDecodeError, ImageTooLargeError, Preprocessing, get_variant
 from service.bulk.inputs import TooLarge, read_bytes
-from service.config import Limits
+from service.config import VariantSettings
 from service.decoding import DecodeRules
 from service.http.errors import InvalidImage, PayloadTooLarge
 
@@ -38,18 +38,16 @@ def load_pixels(name: str, recipe: Preprocessing, rules: DecodeRules, max_bytes:
         raise InputError(UNREADABLE, f"cannot read {name}: {exc}") from None
 
 
-def decode_batch(
-    batch: dict[str, np.ndarray], *, model_id: str, limits: Limits, time_limit_s: float
-) -> dict[str, np.ndarray]:
+def decode_batch(batch: dict[str, np.ndarray], *, variant: VariantSettings) -> dict[str, np.ndarray]:
     """Ray Data batch {path} -> {path, pixels, error_type, error}; "" means no error."""
-    recipe = get_variant(model_id).preprocessing
-    rules = DecodeRules.from_settings(limits, time_limit_s)
+    recipe = get_variant(variant.model_id).preprocessing
+    rules = DecodeRules.for_variant(variant)
     names = [str(n) for n in batch["path"]]
     pixels = np.zeros((len(names), recipe.input_size, recipe.input_size, 3), dtype=np.uint8)
     error_types, errors = [""] * len(names), [""] * len(names)
     for i, name in enumerate(names):
         try:
-            pixels[i] = load_pixels(name, recipe, rules, limits.max_body_bytes)
+            pixels[i] = load_pixels(name, recipe, rules, variant.limits.max_body_bytes)
         except InputError as exc:
             error_types[i], errors[i] = exc.type, str(exc)
         except Exception as exc:  # the job outlives any surprise in one file; the row says what it was

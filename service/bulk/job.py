@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from service.config import Limits, Precision, Settings, VariantSettings
+from service.config import Precision, Settings, VariantSettings
 
 
 class BulkJob(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    variant: VariantSettings = Field(description="the model, its device, weights policy and classifier settings")
-    limits: Limits = Field(description="the gateway's limits, applied to every input")
-    decode_time_limit_s: float = Field(gt=0, description="the gateway's time limit for decoding one image")
+    variant: VariantSettings = Field(
+        description="the model, its device, weights policy, classifier settings and the gateway's limits"
+    )
     top_k: int = Field(ge=1)
     precision: Precision
     batch_size: int = Field(ge=1, description="images per model call")
@@ -27,8 +27,8 @@ class BulkJob(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> BulkJob:
-        if self.top_k > self.limits.max_top_k:
-            raise ValueError(f"top_k {self.top_k} is above limits.max_top_k ({self.limits.max_top_k})")
+        if self.top_k > self.variant.limits.max_top_k:
+            raise ValueError(f"top_k {self.top_k} is above limits.max_top_k ({self.variant.limits.max_top_k})")
         if self.variant.device == "cuda" and self.num_gpus == 0:
             raise ValueError("device=cuda needs num_gpus > 0 per actor: Ray hides GPUs from actors without them")
         return self
@@ -59,8 +59,6 @@ def make_job(
     gpu_actors = max(1, int(cluster_gpus // num_gpus)) if use_gpu and num_gpus else 1
     values: dict[str, object] = {
         "variant": variant,
-        "limits": settings.limits,
-        "decode_time_limit_s": settings.timeouts.decode_s,
         "top_k": 5,
         "precision": cfg.precision,
         "batch_size": cfg.batch.max_batch_size,

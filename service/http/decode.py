@@ -18,10 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+from PIL import Image
 
 from model import Preprocessing
+from model.preprocess import DecodePlan, exif_orientation
 from service.config import GatewaySettings
 from service.decoding import DecodeRules
+from service.replica.jpeg import EncodedJpeg
 
 T = TypeVar("T")
 M_ARENA_MAX = -8  # glibc's malloc.h
@@ -84,9 +87,19 @@ class Decoder:
         self.heavy_pixels = gateway.heavy_decode_pixels
         self.rules = rules
 
-    async def pixels(self, data: bytes, recipe: Preprocessing) -> np.ndarray:
-        """Bytes -> uint8 (S, S, 3) for the recipe. Raises the model's ImageDecodeError / ImageTooLargeError
-        (DecodeTimeoutError among them) and DecodeQueueFull."""
+    async def prepare(self, data: bytes, recipe: Preprocessing, replica_decodes: bool) -> np.ndarray | EncodedJpeg:
+        """Bytes -> what the classifier takes: uint8 (S, S, 3) for the recipe, or, where the replica decodes and
+        the upload is a JPEG its device decoder takes, the bytes and their orientation (the header checked here
+        all the same). Raises the model's ImageDecodeError / ImageTooLargeError (DecodeTimeoutError among them)
+        and DecodeQueueFull."""
         image, plan = await self.light.run(self.rules.open, data, recipe)
+        if replica_decodes and device_decodable(image, plan):
+            return EncodedJpeg(data, exif_orientation(image))
         lane = self.heavy if plan.pixels > self.heavy_pixels else self.light
         return await lane.run(self.rules.finish, image, recipe)
+
+
+def device_decodable(image: Image.Image, plan: DecodePlan) -> bool:
+    """A baseline JPEG in YCbCr or grayscale: what nvJPEG decodes fast. Progressive JPEGs (slow there) and CMYK
+    ones (not taken) stay on the gateway's CPU path."""
+    return plan.format == "JPEG" and not plan.progressive and image.mode in ("RGB", "L")

@@ -31,6 +31,7 @@ from service.http.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelIn
 from service.http.upload import image_bytes
 from service.metrics import GatewayMetrics
 from service.replica.classifier import Classification, ModelNotLoaded
+from service.replica.jpeg import EncodedJpeg
 
 log = logging.getLogger("ray.serve")
 DESCRIBE_TIMEOUT_S = 5.0
@@ -149,8 +150,8 @@ class Gateway:
             self._check_top_k(top_k)
             info = await self._model_info(model_id)  # before any upload is read: 503 at once if not ready
             data = await self._read_upload(request, model_id)
-            pixels, decode_s = await self._decode(data, model_id)
-            result = await self._infer(model_id, pixels, top_k)
+            image, decode_s = await self._decode(data, model_id, replica_decodes=info.decode == "replica")
+            result = await self._infer(model_id, image, top_k)
             predictions = self._label(model_id, info, result)
             response = self._respond(request, model_id, info, predictions, started, decode_s, result)
             outcome.status = 200
@@ -212,29 +213,26 @@ class Gateway:
         self.metrics.image_bytes.observe(len(data), tags={"model": model_id})
         return data
 
-    async def _decode(self, data: bytes, model_id: str) -> tuple[np.ndarray, float]:
+    async def _decode(
+        self, data: bytes, model_id: str, replica_decodes: bool
+    ) -> tuple[np.ndarray | EncodedJpeg, float]:
         """Bytes -> the variant's uint8 input, and the seconds it took (queue included)."""
         started = time.perf_counter()
         try:
-            pixels = await self.decoder.pixels(data, get_variant(model_id).preprocessing)
+            image = await self.decoder.prepare(data, get_variant(model_id).preprocessing, replica_decodes)
         except DecodeQueueFull as exc:
             self._refused("queue_full")
             retry = self.settings.timeouts.retry_after_s
             raise errors.Unavailable(f"too many images are being decoded: {exc}", retry) from None
-        except ImageTooLargeError as exc:
-            reason = {DecodeTimeoutError: "time_limit", OverBudgetError: "budget"}.get(type(exc), "pixels")
-            self._refused(reason)
-            raise errors.PayloadTooLarge(str(exc)) from None
-        except ImageDecodeError as exc:
-            self._refused("invalid")
-            raise errors.InvalidImage(str(exc)) from None
+        except (ImageTooLargeError, ImageDecodeError) as exc:
+            raise self._decode_error(exc) from None
         decode_s = time.perf_counter() - started
         self.metrics.decode.observe(decode_s, tags={"model": model_id})
-        return pixels, decode_s
+        return image, decode_s
 
-    async def _infer(self, model_id: str, pixels: np.ndarray, top_k: int) -> Classification:
+    async def _infer(self, model_id: str, image: np.ndarray | EncodedJpeg, top_k: int) -> Classification:
         retry = self.settings.timeouts.retry_after_s
-        response = self.classifiers[model_id].classify.remote(pixels, top_k)
+        response = self.classifiers[model_id].classify.remote(image, top_k)
         try:
             return await asyncio.wait_for(response, self.settings.timeouts.inference_s)
         except asyncio.TimeoutError:
@@ -244,9 +242,13 @@ class Gateway:
             raise errors.Unavailable(f"{model_id} is overloaded; retry later", retry) from None
         except (DeploymentUnavailableError, RayActorError, RequestCancelledError) as exc:
             raise errors.Unavailable(f"{model_id} is not available right now ({type(exc).__name__})", retry) from None
-        except RayTaskError as exc:
-            if isinstance(exc.cause, ModelNotLoaded):
-                raise errors.Unavailable(str(exc.cause), retry) from None
+        except Exception as exc:
+            # The replica's own exception: as such through gRPC (RAY_SERVE_THROUGHPUT_OPTIMIZED), else wrapped.
+            cause = exc.cause if isinstance(exc, RayTaskError) else exc
+            if isinstance(cause, ModelNotLoaded):
+                raise errors.Unavailable(str(cause), retry) from None
+            if isinstance(cause, (ImageDecodeError, ImageTooLargeError)):  # a JPEG the replica could not decode
+                raise self._decode_error(cause) from None
             raise
 
     def _label(self, model_id: str, info: ModelInfo, result: Classification) -> list[Prediction]:
@@ -292,6 +294,14 @@ class Gateway:
         if self.keys is not None:
             key_tags = {"key_id": outcome.key_id or "unauthenticated", "status": str(outcome.status)}
             self.metrics.key_requests.inc(tags=key_tags)
+
+    def _decode_error(self, exc: ValueError) -> errors.ApiError:
+        """A refused upload's 413 (too many pixels, over budget, past the time limit) or 400, counted by reason."""
+        if isinstance(exc, ImageTooLargeError):
+            self._refused({DecodeTimeoutError: "time_limit", OverBudgetError: "budget"}.get(type(exc), "pixels"))
+            return errors.PayloadTooLarge(str(exc))
+        self._refused("invalid")
+        return errors.InvalidImage(str(exc))
 
     def _refused(self, reason: str) -> None:
         self.metrics.decode_refusals.inc(tags={"reason": reason})
@@ -364,6 +374,7 @@ class Gateway:
             weights_source=info.weights_source if info else None,
             device=info.device if info else None,
             precision=info.precision if info else None,
+            decode=info.decode if info else None,
             replicas=replicas,
             ready=info is not None,
             not_ready_reason=reason,

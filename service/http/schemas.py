@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 WeightsStatus = Literal["checkpoint", "random-init"]
+DecodeSite = Literal["gateway", "replica"]
 
 
 class Prediction(BaseModel):
@@ -37,6 +38,7 @@ class ModelInfo(BaseModel):
     device: str | None = None
     precision: str
     labels_file: str | None = None
+    decode: DecodeSite = "gateway"
 
 
 class ModelCard(BaseModel):
@@ -54,6 +56,9 @@ class ModelCard(BaseModel):
     weights_source: str | None
     device: str | None
     precision: str | None
+    decode: DecodeSite | None = Field(
+        description="where JPEG uploads are decoded: gateway (CPU) or replica (on the model's device)"
+    )
     replicas: int
     ready: bool
     not_ready_reason: str | None = None

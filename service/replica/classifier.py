@@ -10,10 +10,12 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from model import CheckpointError
+from model import CheckpointError, get_variant
 from service.config import LiveBatchSettings, VariantSettings
+from service.decoding import DecodeRules
 from service.http.schemas import ModelInfo
 from service.metrics import ClassifierMetrics
+from service.replica.jpeg import EncodedJpeg, Prepared, prepare_batch
 from service.replica.predictor import load_predictor
 from service.replica.torch_lanes import TorchLanes
 from service.replica.weights import WeightsUnavailable
@@ -65,6 +67,11 @@ class Classifier:
     def _load(self, settings: VariantSettings) -> ModelInfo:
         loaded = load_predictor(settings)
         self.predictor = loaded.predictor
+        self.recipe = get_variant(settings.model_id).preprocessing
+        self.rules = DecodeRules.for_variant(settings)
+        decode = settings.classifier.decode
+        if decode == "auto":
+            decode = "replica" if self.predictor.device.type == "cuda" else "gateway"
         return ModelInfo(
             id=self.model_id,
             ready=True,
@@ -75,6 +82,7 @@ class Classifier:
             device=str(self.predictor.device),
             precision=self.predictor.precision,
             labels_file=settings.classifier.labels_file,
+            decode=decode,
         )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
@@ -93,7 +101,9 @@ class Classifier:
     def describe(self) -> ModelInfo:
         return self.info
 
-    async def classify(self, pixels: np.ndarray, top_k: int) -> Classification:
+    async def classify(self, image: np.ndarray | EncodedJpeg, top_k: int) -> Classification:
+        """Top-k for one image: the gateway's pixels, or a JPEG this replica decodes (ModelInfo.decode). An
+        image that no decoder takes raises the model's ImageDecodeError (or ImageTooLargeError) for it alone."""
         if not self.info.ready:
             raise ModelNotLoaded(f"{self.model_id} failed to load: {self.info.reason}")
         # Adaptive batch wait: a request that arrives to an idle replica starts its batch at once (no
@@ -101,22 +111,42 @@ class Classifier:
         self._batched.set_batch_wait_timeout_s(self._batch.batch_wait_timeout_s if self._in_flight else 0.0)
         self._in_flight += 1
         try:
-            return await self._batched(pixels, top_k, time.perf_counter())
+            result = await self._batched(image, top_k, time.perf_counter())
         finally:
             self._in_flight -= 1
+        if isinstance(result, Exception):
+            raise result
+        return result
 
     async def _run_batch(
-        self, pixels: list[np.ndarray], top_ks: list[int], arrived: list[float]
-    ) -> list[Classification]:
+        self, images: list[np.ndarray | EncodedJpeg], top_ks: list[int], arrived: list[float]
+    ) -> list[Classification | Exception]:
         started = time.perf_counter()
-        batch = np.stack(pixels)
-        indices, scores = await self._lanes.run(lambda: self.predictor.predict(batch, max(top_ks)))
+
+        def run() -> tuple[Prepared, np.ndarray, np.ndarray]:
+            prepared = prepare_batch(images, self.recipe, self.predictor.device, self.rules)
+            if not len(prepared.pixels):
+                return prepared, np.empty((0, 0), np.int64), np.empty((0, 0), np.float32)
+            return prepared, *self.predictor.predict(prepared.pixels, max(top_ks))
+
+        prepared, indices, scores = await self._lanes.run(run)
         inference_s = time.perf_counter() - started
         tags = {"model": self.model_id}
         self.metrics.inference.observe(inference_s, tags=tags)
-        self.metrics.batch_size.observe(len(pixels), tags=tags)
-        results = []
+        self.metrics.batch_size.observe(len(images), tags=tags)
+        if prepared.fallbacks:
+            self.metrics.decode_fallbacks.inc(prepared.fallbacks, tags={**tags, "reason": "device_refused"})
+        if prepared.failed:
+            self.metrics.decode_fallbacks.inc(len(prepared.failed), tags={**tags, "reason": "undecodable"})
+        results: list[Classification | Exception] = []
+        row = 0
         for i, (k, t0) in enumerate(zip(top_ks, arrived, strict=True)):
             self.metrics.queue_wait.observe(started - t0, tags=tags)
-            results.append(Classification(indices[i, :k].tolist(), scores[i, :k].tolist(), started - t0, inference_s))
+            if i in prepared.failed:
+                results.append(prepared.failed[i])
+                continue
+            results.append(
+                Classification(indices[row, :k].tolist(), scores[row, :k].tolist(), started - t0, inference_s)
+            )
+            row += 1
         return results

@@ -42,7 +42,7 @@ def load_predictor(settings: VariantSettings, precision: Precision | None = None
     asked = precision or cfg.precision
     predictor = BatchPredictor(
         net, variant.preprocessing, device, asked, cfg.channels_last,
-        buckets=cfg.buckets, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, max_top_k=settings.max_top_k,
+        buckets=cfg.buckets, compile=cfg.compile, cuda_graphs=cfg.cuda_graphs, max_top_k=settings.limits.max_top_k,
     )  # fmt: skip
     log.info("%s on %s, precision %s (asked: %s), weights: %s", variant.id, device, predictor.precision, asked,
              weights.description)  # fmt: skip

@@ -66,6 +66,21 @@ def test_large_model_answers_from_the_22k_label_set(service):
     _check_predictions(r.json(), "hornet-l-gf384")
 
 
+def test_a_variant_that_decodes_in_its_replica_says_so_and_answers_for_each_jpeg(service):
+    cards = {m["id"]: m for m in service.client.get("/v1/models").json()["models"]}
+    assert (cards["hornet-t"]["decode"], cards["hornet-l-gf384"]["decode"]) == ("gateway", "replica")
+    corrupt = JPEG[:600] + b"\x00" * 64  # a header the gateway accepts, then data no decoder takes
+    bad = service.client.post(
+        "/v1/classify?model=hornet-l-gf384", content=corrupt, headers={"Content-Type": "image/jpeg"}
+    )
+    assert "cannot decode" in api_error(bad, 400, "invalid_image")["message"]
+    good = service.client.post(
+        "/v1/classify?model=hornet-l-gf384", content=JPEG, headers={"Content-Type": "image/jpeg"}
+    )
+    assert good.status_code == 200, good.text
+    _check_predictions(good.json(), "hornet-l-gf384")
+
+
 def test_default_model_alias_top_k_and_headers(service):
     r = service.client.post(
         "/v1/classify?top_k=3", content=JPEG, headers={"Content-Type": "image/jpeg", "X-Request-ID": "req-42"}

@@ -283,7 +283,7 @@ def test_decode_stage_gives_the_gateways_pixels_and_names_what_it_cannot_read(tm
     good = tmp_path / "good.jpg"
     good.write_bytes(encode(photo(300, 200, seed=3), "JPEG"))
     batch = {"path": np.array([str(good), str(tmp_path / "missing.jpg"), str(tmp_path)], dtype=object)}
-    out = decode_batch(batch, model_id=MODEL, limits=SETTINGS.limits, time_limit_s=SETTINGS.timeouts.decode_s)
+    out = decode_batch(batch, variant=SETTINGS.variant(MODEL))
     np.testing.assert_array_equal(out["pixels"][0], _gateway_decode([good.read_bytes()])[0])
     assert list(out["error_type"]) == ["", UNREADABLE, UNREADABLE]
     assert "missing.jpg" in out["error"][1]

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -9,6 +10,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from loadtest.http_load import free_port, wait_ready
@@ -34,13 +36,18 @@ def _status(answer: Future) -> int | str:
         return type(exc).__name__
 
 
-def _start(cli: Path, port: int, metrics_port: int, log) -> subprocess.Popen:
+def _start(
+    cli: Path, port: int, metrics_port: int, log, new_session: bool = False, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    # Its own HAProxy stats and metrics ports: the test session's service holds the ones in os.environ.
+    haproxy_ports = {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
     return subprocess.Popen(
         [str(cli), "--models", "hornet-t", "--weights", "random", "--port", str(port), "--metrics-port", str(metrics_port)],
-        stdout=log, stderr=subprocess.STDOUT,
-        # Its own HAProxy stats and metrics ports: the test session's service holds the ones in os.environ.
-        env={**os.environ, "RAY_ADDRESS": "", "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
-             "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port())},
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=new_session,
+        env={**os.environ, "RAY_ADDRESS": "", **haproxy_ports, **(env or {})},
     )  # fmt: skip
 
 
@@ -87,3 +94,52 @@ def _serve_then_stop(cli, port, metrics_port, log, log_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_process_group_sigterm_leaves_no_process_and_the_port_to_the_next_start(tmp_path):
+    """A supervisor (or `timeout`) that stops hornet-serve with its whole process group: every process of its
+    Ray instance, HAProxy included, is gone afterwards, and a new hornet-serve starts on the same ports."""
+    ports = {"port": free_port(), "metrics_port": free_port()}
+    haproxy_ports = {
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+    }
+    for attempt in range(2):
+        family = _serve_then_stop_the_group(tmp_path / f"serve-{attempt}.log", ports, haproxy_ports)
+        _, alive = psutil.wait_procs(family, timeout=15)
+        assert not alive, [(p.pid, p.name()) for p in alive]
+
+
+def _serve_then_stop_the_group(log_path: Path, ports: dict[str, int], env: dict[str, str]) -> list[psutil.Process]:
+    """Start hornet-serve in a session of its own, SIGTERM its process group once ready; its processes then."""
+    cli = Path(sys.executable).parent / "hornet-serve"
+    with open(log_path, "w") as log:
+        proc = _start(cli, ports["port"], ports["metrics_port"], log, new_session=True, env=env)
+        try:
+            wait_ready(f"http://127.0.0.1:{ports['port']}", timeout_s=180, server=proc)
+            assert poll(lambda: "hornet-serve ready on" in log_path.read_text(), timeout_s=120, interval_s=0.5)
+            family = psutil.Process(proc.pid).children(recursive=True)
+            assert any(p.name() == "haproxy" for p in family), [p.name() for p in family]
+            os.killpg(proc.pid, signal.SIGTERM)
+            assert proc.wait(timeout=120) == 0, log_path.read_text()[-3000:]
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return family
+
+
+def test_a_busy_port_is_refused_at_once_naming_the_holder(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        started = time.monotonic()
+        run = subprocess.run(
+            [str(Path(sys.executable).parent / "hornet-serve"), "--models", "hornet-t", "--weights", "random",
+             "--port", str(port), "--metrics-port", str(free_port())],
+            capture_output=True, text=True, timeout=120, env={**os.environ, "RAY_ADDRESS": ""},
+        )  # fmt: skip
+    assert run.returncode == 4, run.stderr[-2000:]
+    assert f"the HTTP port {port} is in use by pid {os.getpid()} (" in run.stderr
+    assert "Started a local Ray" not in run.stderr + run.stdout  # refused before Ray starts
+    assert time.monotonic() - started < 30

@@ -12,15 +12,19 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
+from model import ImageDecodeError
+from model.preprocess import DecodeTimeoutError
 from service.config import Settings
 from service.http import gateway as gateway_module
 from service.http.decode import DecodeQueueFull
 from service.http.schemas import ModelInfo
 from service.replica.classifier import Classification, ModelNotLoaded
+from service.replica.jpeg import EncodedJpeg
 from tests.support.helpers import api_error
 from tests.support.images import encode, photo, png_header, webp_bomb
 
@@ -226,10 +230,10 @@ def test_a_full_decode_queue_is_503_with_retry_after(serve_app, monkeypatch):
     client, _ = serve_app()
     gateway = gateway_module.serve.get_replica_context().servable_object
 
-    async def full(data, recipe):
+    async def full(data, recipe, replica_decodes):
         raise DecodeQueueFull("the decode queue is full (34 images)")
 
-    monkeypatch.setattr(gateway.decoder, "pixels", full)
+    monkeypatch.setattr(gateway.decoder, "prepare", full)
     refused = run(client.post("/v1/classify", content=JPEG, headers=RAW))
     assert (
         "queue is full" in api_error(refused, 503, "unavailable")["message"] and refused.headers["retry-after"] == "1"
@@ -297,6 +301,7 @@ def _ray_task_error(cause: Exception) -> RayTaskError:
     [(BackPressureError(num_queued_requests=8, max_queued_requests=8), 503, "unavailable", "overloaded"),
      (RayActorError(), 503, "unavailable", "not available right now"),
      (_ray_task_error(ModelNotLoaded("hornet-t failed to load: bad hash")), 503, "unavailable", "bad hash"),
+     (ModelNotLoaded("hornet-t failed to load: bad hash"), 503, "unavailable", "bad hash"),
      (RuntimeError("a bug"), 500, "internal", "RuntimeError")],
 )  # fmt: skip
 def test_classifier_failures_map_to_their_errors(serve_app, raised, status, error_type, in_message):
@@ -347,3 +352,35 @@ def test_a_classifier_that_does_not_answer_describe_is_503(serve_app):
     classifiers["hornet-t"].describe = _Call(unreachable)
     response = run(client.post("/v1/classify", content=JPEG, headers=RAW))
     assert "hornet-t is not ready (RayActorError)" in api_error(response, 503, "unavailable")["message"]
+
+
+def test_a_variant_whose_replicas_decode_gets_the_jpeg_and_its_card_says_so(serve_app):
+    client, classifiers = serve_app()
+    stand_in = classifiers["hornet-t"]
+    stand_in.info = stand_in.info.model_copy(update={"decode": "replica"})
+    received = []
+    stand_in.behaviour = lambda image, top_k: received.append(image) or stand_in._answer(np.zeros((1,)), top_k)
+    assert run(client.post("/v1/classify", content=JPEG, headers=RAW)).status_code == 200
+    png = encode(photo(64, 64), "PNG")
+    assert run(client.post("/v1/classify", content=png, headers={"Content-Type": "image/png"})).status_code == 200
+    assert received[0] == EncodedJpeg(JPEG, 1) and received[1].shape == (224, 224, 3)  # other formats: pixels
+    cards = {card["id"]: card for card in run(client.get("/v1/models")).json()["models"]}
+    assert cards["hornet-t"]["decode"] == "replica" and cards["hornet-l-gf384"]["decode"] == "gateway"
+
+
+@pytest.mark.parametrize(
+    ("cause", "status", "error_type"),
+    [(ImageDecodeError("cannot decode image: broken data"), 400, "invalid_image"),
+     (DecodeTimeoutError("decoding took longer than the limit of 5 s"), 413, "payload_too_large")],
+)  # fmt: skip
+@pytest.mark.parametrize("wrapped", [True, False], ids=["ray_task_error", "as_raised"])
+def test_a_jpeg_the_replica_could_not_decode_is_the_clients_error(serve_app, cause, status, error_type, wrapped):
+    """Serve hands a replica's exception on as raised through gRPC (throughput mode), else in a RayTaskError."""
+    client, classifiers = serve_app()
+
+    def fail(image, top_k):
+        raise _ray_task_error(cause) if wrapped else cause
+
+    classifiers["hornet-t"].behaviour = fail
+    response = run(client.post("/v1/classify", content=JPEG, headers=RAW))
+    assert str(cause) == api_error(response, status, error_type)["message"]
