@@ -23,7 +23,7 @@ RAY_OWN = "Ray (controller, GCS, raylet, agents)"
 RAY_PROCESSES = ("ray::", "gcs_server", "raylet", "dashboard", "log_monitor")
 
 
-def _role(process: psutil.Process) -> str | None:
+def role_of(process: psutil.Process) -> str | None:
     if process.pid == os.getpid():
         return "load generator (this process)"
     title = " ".join(process.cmdline())
@@ -36,7 +36,7 @@ def cpu_seconds_by_role() -> Counter[str]:
     totals: Counter[str] = Counter()
     for process in psutil.process_iter():
         try:
-            role = _role(process)
+            role = role_of(process)
             if role:
                 times = process.cpu_times()
                 totals[role] += times.user + times.system

@@ -103,6 +103,13 @@ class BatchPredictor:
         self._graph_lock = threading.Lock()
 
     @property
+    def shape_specific(self) -> bool:
+        """Whether a batch size runs slower the first time it runs: compiled code, CUDA graphs and cuDNN's
+        algorithm choice are made per shape. On the CPU in eager mode a new batch size costs what it costs later
+        (docs/performance.md#measurements-behind-the-codes-settings), so warming one size is enough there."""
+        return self.static or self.device.type != "cpu"
+
+    @property
     def static(self) -> bool:
         """Whether batches run through per-size compiled code or graphs (fixed top-k, see `max_top_k`)."""
         return self.compile != "off" or self.cuda_graphs

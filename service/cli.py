@@ -1,113 +1,52 @@
-"""`hornet-serve`: a local Ray, the Serve app on it, until SIGINT/SIGTERM (then a clean shutdown)."""
+"""`hornet-serve`: a small supervisor that runs the server (service/server.py) and passes signals on to it.
+
+The server (Ray, the app, HAProxy) runs in a session of its own. A signal sent to hornet-serve's whole process
+group (a supervisor's stop, `timeout`, a CI runner, Ctrl-C in a terminal) then reaches only this process, which
+passes it on, and the server drains as for any SIGTERM: sent to the group directly, it also reached Ray's own
+processes, which died at once, and the server's shutdown then waited a minute for its dead GCS. If this process
+dies, the kernel sends the server SIGTERM. This module imports nothing heavy: it only starts the server.
+"""
 
 from __future__ import annotations
 
-import argparse
-import logging
+import ctypes
+import os
 import signal
+import subprocess
 import sys
-import threading
-from collections.abc import Callable
-from typing import Any
 
-from pydantic import ValidationError
-
-from model import CheckpointError
-from service.config import Device, Settings, WeightsPolicy, choices, configure_logging, load_settings
-from service.local import PortBusy, deploy, local_service
-from service.replica.weights import WeightsUnavailable, check_required_weights
-from service.serve_config import render, render_kuberay_patch
-
-log = logging.getLogger("hornet-serve")
+SERVER_ENV = "HORNET_SUPERVISED_SERVER"  # set in the server process (not HORNET_SERVE_*: those are settings)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        prog="hornet-serve",
-        description=__doc__,
-        epilog="exit status: 0 stopped, 2 invalid configuration, 3 weights unavailable, 4 a port in use",
+def set_parent_death_signal(sig: signal.Signals) -> bool:
+    """Ask the kernel to send `sig` to this process when the thread that started it exits (Linux; it survives
+    execve). False where it is not available."""
+    if not sys.platform.startswith("linux"):
+        return False
+    return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) == 0
+
+
+def supervise(args: list[str]) -> int:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "service.cli", *args],
+        env={**os.environ, SERVER_ENV: "1"},
+        start_new_session=True,
+        preexec_fn=lambda: set_parent_death_signal(signal.SIGTERM),
     )
-    p.add_argument("--config", help="YAML settings file (also $HORNET_SERVE_CONFIG)")
-    p.add_argument("--models", help="comma-separated variant ids to enable, e.g. hornet-t,hornet-l-gf384")
-    p.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, help="HTTP port (default 8000)")
-    p.add_argument("--weights", choices=choices(WeightsPolicy), help="weights policy (default auto)")
-    p.add_argument("--checkpoint-dir", help="directory with checkpoints (air-gapped installs)")
-    p.add_argument("--device", choices=choices(Device), help="where the models run (default auto)")
-    p.add_argument("--metrics-port", type=int, help="Ray metrics export port for Prometheus (default 8080)")
-    p.add_argument("--emit-serve-config", action="store_true", help="print the Serve config YAML and exit")
-    p.add_argument(
-        "--emit-kuberay-patch", action="store_true", help="print the RayService serveConfigV2 patch and exit"
-    )
-    return p.parse_args(argv)
-
-
-def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    flags = {
-        "models": args.models.split(",") if args.models else None,
-        "host": args.host,
-        "port": args.port,
-        "weights_policy": args.weights,
-        "checkpoint_dir": args.checkpoint_dir,
-        "device": args.device,
-        "metrics_export_port": args.metrics_port,
-    }
-    return {k: v for k, v in flags.items() if v is not None}
-
-
-def run(settings: Settings, reload: Callable[[], Settings]) -> None:
-    """Serve until SIGINT/SIGTERM; on SIGHUP read the configuration again and redeploy it (live where
-    Serve can apply it to running replicas, see service/serve_config.py)."""
-    wake, hangup = threading.Event(), threading.Event()
-
-    def handle_signals() -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: wake.set())
-        signal.signal(signal.SIGHUP, lambda *_: (hangup.set(), wake.set()))
-
-    # A SIGTERM while the app deploys (it may already answer) is kept and acted on once it runs.
-    with local_service(settings, on_ray_started=handle_signals):
-        log.info(
-            "hornet-serve ready on http://%s:%d (models: %s; metrics on :%d); SIGHUP reloads the configuration",
-            settings.host, settings.port, ", ".join(settings.models), settings.metrics_export_port,
-        )  # fmt: skip
-        while wake.wait() and hangup.is_set():
-            wake.clear()
-            hangup.clear()
-            try:
-                deploy(reload())
-                log.info("configuration reloaded")
-            except (ValidationError, ValueError, OSError, RuntimeError) as exc:
-                log.error("configuration not reloaded, still serving the previous one: %s", exc)
-        log.info("shutting down: draining in-flight requests")
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda received, _frame: server.send_signal(received))
+    code = server.wait()
+    return 128 - code if code < 0 else code  # killed by a signal: the shell's convention
 
 
 def main(argv: list[str] | None = None) -> int:
-    configure_logging()
-    args = parse_args(argv)
-    try:
-        settings = load_settings(args.config, cli_overrides(args))
-    except (ValidationError, ValueError, OSError) as exc:
-        print(f"hornet-serve: invalid configuration:\n{exc}", file=sys.stderr)
-        return 2
-    if args.emit_serve_config:
-        sys.stdout.write(render(settings, args.config or "(defaults)"))
-        return 0
-    if args.emit_kuberay_patch:
-        sys.stdout.write(render_kuberay_patch(settings, args.config or "(defaults)"))
-        return 0
-    try:
-        for model_id in settings.models:
-            check_required_weights(settings.variant(model_id))
-    except (WeightsUnavailable, CheckpointError) as exc:
-        print(f"hornet-serve: {exc}", file=sys.stderr)
-        return 3
-    try:
-        run(settings, lambda: load_settings(args.config, cli_overrides(args)))
-    except PortBusy as exc:
-        print(f"hornet-serve: {exc}", file=sys.stderr)
-        return 4
-    return 0
+    args = sys.argv[1:] if argv is None else argv
+    if os.environ.get(SERVER_ENV) == "1":
+        from service.server import main as serve  # here, not above: the supervisor stays a small process
+
+        return serve(args)
+    return supervise(args)
 
 
 if __name__ == "__main__":

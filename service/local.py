@@ -139,7 +139,7 @@ def local_service(
     settings: Settings,
     *,
     num_cpus: int | None = None,
-    metrics_report_interval_ms: int = 2000,
+    metrics_report_interval_ms: int = 5000,
     quiet: bool = False,
     ray_env: Mapping[str, str] | None = None,
     on_ray_started: Callable[[], None] | None = None,

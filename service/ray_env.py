@@ -31,6 +31,18 @@ RAY_ENV: dict[str, str] = {
     "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(HAPROXY_BUFFER_BYTES),
     # gRPC between deployments, user code on the replica's main loop, buffered request logs.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+    # Idle manners: Serve's controller loop at 2 Hz instead of 10 (deploys, replica state changes and autoscaling
+    # decisions follow up to 0.4 s later; health checks keep their own period), and Serve's cached request
+    # metrics exported once a second instead of ten times by every replica and handle (Prometheus scrapes every
+    # 15 s). With Ray's metrics report every 5 s (service/local.py) they keep an idle service quiet (measured:
+    # docs/performance.md#measurements-behind-the-codes-settings).
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    # A stopping gateway replica serves on for this long so that HAProxy stops sending it requests (30 s by
+    # default, for load balancers Serve does not know). HAProxy drops it at the reload that follows its removal,
+    # well within this (docs/performance.md#measurements-behind-the-codes-settings), or at worst after a failed
+    # health check; a request that still finds the port closed is retried (RETRY_ON). It was most of a stop.
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
     # Ray starts workers at nice 15: replicas would yield to Ray's own daemons on a busy node.
     "RAY_worker_niceness": "0",
     "RAY_USAGE_STATS_ENABLED": "0",

@@ -20,12 +20,12 @@ If the pinned Ray renders a config this does not recognise, the config runs unch
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import sys
 from pathlib import Path
 
+from service.cli import set_parent_death_signal
 from service.http.errors import RequestTimeout, Unavailable
 
 # Every error haproxy itself answers with: the replica it needed is not there (502/503/504).
@@ -35,7 +35,6 @@ TIMED_OUT = RequestTimeout("the request did not arrive in time")
 # a client trickling its headers held a connection for `timeout client`, an hour). `hornet-serve` sets it
 # from `timeouts.body_read_s`; where nothing sets it (the image, the manifests) it is that setting's default.
 REQUEST_TIMEOUT_ENV = "HORNET_HAPROXY_REQUEST_TIMEOUT_S"
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ERRORFILE_ANCHOR = "    errorfile 504 "
 FRONTEND_ANCHOR = "frontend http_frontend\n"
 # The client's X-Request-ID, or a new one, on the request to the gateway and on haproxy's own answers.
@@ -89,17 +88,15 @@ def die_with_parent() -> None:
     haproxy orphaned and still listening on the service's ports. The setting survives execve; a parent that
     died before it took effect is caught by the parent check."""
     parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        print(f"hornet-haproxy: prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}", file=sys.stderr)
+    if not set_parent_death_signal(signal.SIGTERM):
+        print("hornet-haproxy: prctl(PR_SET_PDEATHSIG) failed: haproxy may outlive its parent", file=sys.stderr)
     if os.getppid() != parent:
         sys.exit("hornet-haproxy: the process that started haproxy is gone; not starting")
 
 
 def main() -> None:
     args = sys.argv[1:]
-    if sys.platform == "linux":
-        die_with_parent()
+    die_with_parent()
     if "-f" in args:
         config_path = Path(args[args.index("-f") + 1])
         patched = add_contract(config_path.read_text(), config_path.parent)

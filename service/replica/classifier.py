@@ -89,14 +89,19 @@ class Classifier:
         """Applies new batching to this running replica; batch sizes not run before are warmed first."""
         self._batch = LiveBatchSettings.model_validate(user_config)
         if self.info.ready and self._batch.max_batch_size > self._warmed_up_to:
-            sizes = list(range(self._warmed_up_to + 1, self._batch.max_batch_size + 1))
-            started = time.perf_counter()
-            self._lanes.run_setup(lambda: self.predictor.warmup(sizes))
-            log.info("%s: warmed batch sizes %d..%d in %.1fs", self.model_id, sizes[0], sizes[-1],
-                     time.perf_counter() - started)  # fmt: skip
+            self._warm_up(self._warmed_up_to + 1, self._batch.max_batch_size)
             self._warmed_up_to = self._batch.max_batch_size
         self._batched.set_max_batch_size(self._batch.max_batch_size)
         log.info("%s: batching %s", self.model_id, self._batch)
+
+    def _warm_up(self, first: int, last: int) -> None:
+        sizes = list(range(first, last + 1))
+        if not self.predictor.shape_specific:  # one forward proves the model runs; more would only cost start time
+            sizes = sizes[:1] if first == 1 else []
+        if sizes:
+            started = time.perf_counter()
+            self._lanes.run_setup(lambda: self.predictor.warmup(sizes))
+            log.info("%s: warmed batch sizes %s in %.1fs", self.model_id, sizes, time.perf_counter() - started)
 
     def describe(self) -> ModelInfo:
         return self.info
