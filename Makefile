@@ -39,11 +39,14 @@ serve: $(STAMP)
 	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml $(ARGS)
 
 # Model-only table (one lever per row), decode cost per path, then the service in three Ray modes against the model
-# over HTTP (JSON + PNG in artifacts/bench).
+# over HTTP (JSON + PNG in artifacts/bench), then hornet-serve's start time, idle CPU and stop time.
 bench: $(STAMP)
 	$(PY) -m loadtest.bench_model --model hornet-t --batch-sizes 1,8 --json artifacts/bench/model_levers.json
 	$(PY) -m loadtest.bench_decode
 	$(PY) -m loadtest.bench --model hornet-t --modes shipped,no-haproxy,python-proxy
+	$(PY) -m loadtest.bench_daemon --json artifacts/bench/daemon.json \
+		--args "--config deploy/config/local.yaml --weights random" \
+		--args "--models hornet-t,hornet-l-gf384 --weights random --device cpu"
 
 # Bulk classification (Ray Data) against the in-process model at the same precision (docs/bulk.md).
 bench-bulk: $(STAMP)

@@ -102,11 +102,12 @@ class _DeadlineReader(io.BytesIO):
 
 def _jpeg_scale(size: tuple[int, int], pixels_allowed: float, min_side: int, draft: bool) -> int:
     """The DCT scale (1, 2, 4 or 8) to decode a JPEG at: with `draft` the largest one that keeps both sides at
-    least `min_side`; otherwise the smallest one within `pixels_allowed` (1 if none is)."""
+    least `min_side` (1 for an image already smaller); otherwise the smallest one within `pixels_allowed` (1 if
+    none is)."""
     width, height = size
     usable = [s for s in (1, 2, 4, 8) if min(width, height) // s >= min_side]
     if draft:
-        return usable[-1]
+        return usable[-1] if usable else 1
     return next((s for s in usable if -(-width // s) * -(-height // s) <= pixels_allowed), 1)
 
 
@@ -215,14 +216,15 @@ def decode(
     return load(image, time_limit_s=time_limit_s)
 
 
-def _centre_crop_resize(image: Image.Image, short: int, crop: int) -> Image.Image:
-    width, height = image.size
+def _centre_crop_resize(image: Image.Image, short: int, crop: int, source: tuple[float, float]) -> Image.Image:
+    """`source`: the extent of the image's content in its own pixels (smaller than its size after DCT scaling)."""
+    width, height = source
     if width <= height:
         new_w, new_h = short, int(short * height / width)
     else:
         new_w, new_h = int(short * width / height), short
     top, left = round((new_h - crop) / 2), round((new_w - crop) / 2)
-    if max(new_w, new_h) <= _MAX_RESIZED_LONG_SIDE:
+    if source == image.size and max(new_w, new_h) <= _MAX_RESIZED_LONG_SIDE:
         return image.resize((new_w, new_h), Image.BICUBIC).crop((left, top, left + crop, top + crop))
     # Resize only the source region that lands in the crop (same sampling grid, bounded memory).
     sx, sy = width / new_w, height / new_h
@@ -230,16 +232,30 @@ def _centre_crop_resize(image: Image.Image, short: int, crop: int) -> Image.Imag
     return image.resize((crop, crop), Image.BICUBIC, box=box)
 
 
-def resize(image: Image.Image, recipe: Preprocessing) -> np.ndarray:
-    """An RGB image -> uint8 (H, W, 3) at the variant's input size, by its evaluation recipe."""
+def resize(image: Image.Image, recipe: Preprocessing, full_size: tuple[int, int] | None = None) -> np.ndarray:
+    """An RGB image -> uint8 (H, W, 3) at the variant's input size, by its evaluation recipe.
+
+    `full_size`: the size the image had before a JPEG decoder's DCT scaling (`open_image` with `draft`). The
+    geometry (short side, crop) then follows the full image, as the exact path computes it, and the reduced
+    image is sampled where the full one would be: a decoded size rounds up to whole pixels, so without this a
+    reduced decode's crop lands a pixel off."""
     if image.mode != "RGB":
         image = to_rgb(image)
     size = recipe.input_size
+    source = _content_extent(image.size, full_size) if full_size else image.size
     if recipe.mode == "warp":
-        out = image.resize((size, size), Image.BICUBIC)
+        out = image.resize((size, size), Image.BICUBIC, box=(0, 0, *source))
     else:
-        out = _centre_crop_resize(image, recipe.resize_short, size)
+        out = _centre_crop_resize(image, recipe.resize_short, size, source)
     return np.array(out, dtype=np.uint8)
+
+
+def _content_extent(size: tuple[int, int], full_size: tuple[int, int]) -> tuple[float, float]:
+    """The full image's extent in the pixels of its DCT-scaled decode (1/2, 1/4 or 1/8, each side rounded up)."""
+    width, height = size
+    full_w, full_h = full_size if (width >= height) == (full_size[0] >= full_size[1]) else full_size[::-1]
+    scale = next((s for s in (1, 2, 4, 8) if -(-full_w // s) == width and -(-full_h // s) == height), None)
+    return (full_w / scale, full_h / scale) if scale else (float(width), float(height))
 
 
 def exif_orientation(image: Image.Image) -> int:

@@ -28,7 +28,7 @@ async def classify_all(args: argparse.Namespace) -> list[dict]:
             async def one(i: int, path: str) -> None:
                 async with gate:
                     try:
-                        answer = await client.classify(path, model=args.model, top_k=args.top_k)
+                        answer = await client.classify(path, model=args.model, top_k=args.top_k, shrink=args.shrink)
                         results[i] = {"file": path, **answer.model_dump()}
                     except HornetError as exc:
                         results[i] = {"file": path, "error": {"status": exc.status, "type": exc.type,
@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--api-key-file", type=argparse.FileType("r"),
                    help=f"a file holding the API key (default: ${API_KEY_ENV}; never pass a key as an argument)")  # fmt: skip
     p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--no-shrink", dest="shrink", action="store_false",
+                   help="send photos as they are (default: big photos go up downscaled, see docs/http.md)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print one JSON document for scripts")
     p.add_argument("--progress", action="store_true", help="show the progress bar even when not on a terminal")
     args = p.parse_args(argv)

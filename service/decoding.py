@@ -42,9 +42,9 @@ class DecodeRules:
         return open_image(data, max_pixels=self.max_pixels, budget=self.budget, min_side=draft_size(recipe),
                           draft=self.draft)  # fmt: skip
 
-    def finish(self, image: Image.Image, recipe: Preprocessing) -> np.ndarray:
+    def finish(self, image: Image.Image, plan: DecodePlan, recipe: Preprocessing) -> np.ndarray:
         """An opened image -> uint8 (S, S, 3) for the recipe; DecodeTimeoutError past the time limit."""
-        return resize(load(image, time_limit_s=self.time_limit_s), recipe)
+        return resize(load(image, time_limit_s=self.time_limit_s), recipe, full_size=plan.size)
 
     def pixels(self, data: bytes, recipe: Preprocessing) -> np.ndarray:
-        return self.finish(self.open(data, recipe)[0], recipe)
+        return self.finish(*self.open(data, recipe), recipe)

@@ -96,7 +96,7 @@ class Decoder:
         if replica_decodes and device_decodable(image, plan):
             return EncodedJpeg(data, exif_orientation(image))
         lane = self.heavy if plan.pixels > self.heavy_pixels else self.light
-        return await lane.run(self.rules.finish, image, recipe)
+        return await lane.run(self.rules.finish, image, plan, recipe)
 
 
 def device_decodable(image: Image.Image, plan: DecodePlan) -> bool:

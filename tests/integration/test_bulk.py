@@ -161,7 +161,7 @@ def _gateway_decode(uploads: list[bytes]) -> list[np.ndarray | Exception]:
         decoder, results = Decoder(SETTINGS.gateway, rules), []
         for data in uploads:
             try:
-                results.append(await decoder.pixels(data, get_variant(MODEL).preprocessing))
+                results.append(await decoder.prepare(data, get_variant(MODEL).preprocessing, replica_decodes=False))
             except (ImageDecodeError, ImageTooLargeError) as exc:
                 results.append(exc)
         return results

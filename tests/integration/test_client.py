@@ -36,6 +36,11 @@ def test_sync_client_classifies_lists_and_raises_typed_errors(service, files):
         assert info.value.status == 400 and info.value.type == "invalid_image" and info.value.request_id
         with pytest.raises(HornetError, match="404 unknown_model"):
             client.classify(paths[0], model="hornet-z")
+        big = encode(photo(2400, 1800, seed=7), "JPEG", quality=95)
+        assert client.classify(big, shrink=True).model == "hornet-t"  # sent downscaled (test_fidelity: how)
+        with pytest.raises(HornetError) as info:
+            client.classify(b"not an image", shrink=True)  # what cannot be shrunk goes up as it is
+        assert info.value.type == "invalid_image"
 
 
 def test_async_client_runs_requests_concurrently(service, files):

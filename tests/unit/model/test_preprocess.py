@@ -129,3 +129,8 @@ def test_jpeg_draft_mode_keeps_at_least_the_requested_size():
     out = model.decode(big, max_pixels=LIMIT, draft_size=512)
     assert out.size == (1024, 768)
     assert model.decode(encode(photo(2048, 1536), "PNG"), max_pixels=LIMIT, draft_size=512).size == (2048, 1536)
+
+
+def test_jpeg_draft_mode_leaves_a_jpeg_smaller_than_the_requested_size_as_it_is():
+    small = encode(photo(300, 200), "JPEG")
+    assert model.decode(small, max_pixels=LIMIT, draft_size=256).size == (300, 200)
