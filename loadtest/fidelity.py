@@ -36,6 +36,7 @@ from service.client import downscale
 from service.config import Limits
 from service.decoding import DecodeRules
 from service.replica.jpeg import EncodedJpeg, prepare_batch
+from tests.support.images import psnr
 
 RECIPE = get_variant("hornet-t").preprocessing  # the 224 px recipe: short side 256, centre crop
 LONG_SIDES = (None, 1024, 4000)  # None: the photo's own size
@@ -85,11 +86,6 @@ PATHS: dict[str, Callable[[bytes], np.ndarray]] = {
     "replica": _replica,
     "client": lambda data: EXACT.pixels(downscale(data), RECIPE),
 }
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 10 * np.log10(255**2 / mse) if mse else float("inf")
 
 
 class Classifier:

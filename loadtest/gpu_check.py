@@ -48,7 +48,7 @@ from loadtest.machine import cpu_bf16_support, cpu_model
 from model import BatchPredictor, create_model, decode, get_variant, resize, resolve_precision
 from model.preprocess import draft_size
 from tests.support import golden
-from tests.support.images import encode, photo
+from tests.support.images import encode, photo, psnr
 
 ROOT = Path(__file__).resolve().parents[1]
 GROWTH = 1.05  # a batch size that adds less than 5% images/s over the best smaller one ends a series
@@ -79,13 +79,13 @@ FULL = Plan(
     layout_model="hornet-l-gf384", agreement_images=32, decode_sizes=[(1024, 768), (4000, 3000)],
     decode_window_s=1.0, workers=os.cpu_count() or 1, compile=True,
     shares={"decode": 0.1, "correctness": 0.12, "throughput:hornet-t": 0.2, "throughput:hornet-l-gf384": 0.45,
-            "gpu_decode": 0.06},
+            "gpu_decode": 0.06, "replica_decode": 0.06},
 )  # fmt: skip
 QUICK = Plan(
     device="cpu", models=["hornet-t"], precisions=["fp32"], modes=["eager"], batch_sizes=[1, 2],
     window_s=0.2, layout_model="hornet-t-gf", agreement_images=2, decode_sizes=[(1024, 768), (4000, 3000)],
     decode_window_s=0.2, workers=2, compile=False,
-    shares={"decode": 0.3, "correctness": 0.6, "throughput:hornet-t": 0.6, "gpu_decode": 0.1},
+    shares={"decode": 0.3, "correctness": 0.6, "throughput:hornet-t": 0.6, "gpu_decode": 0.1, "replica_decode": 0.1},
 )  # fmt: skip
 
 
@@ -442,6 +442,53 @@ def section_gpu_decode(plan: Plan, budget: Budget, report: Report) -> list[dict]
     return rows
 
 
+# ---------------------------------------------------------------------------------------------- replica decode
+
+
+def section_replica_decode(plan: Plan, device: torch.device, budget: Budget) -> list[dict]:
+    """The replica's decode path (service/replica/jpeg.py: nvJPEG on CUDA, Pillow on the CPU, then orientation and
+    resize on the device) against the exact CPU path: PSNR of the model input, how many images fell back, the rate
+    in batches, and the top-1/top-5 agreement of a trained classifier where one is installed (loadtest.fidelity)."""
+    from service.config import Limits
+    from service.decoding import DecodeRules
+    from service.replica.jpeg import EncodedJpeg, prepare_batch
+
+    recipe = get_variant(plan.models[0]).preprocessing
+    rules = DecodeRules.from_settings(Limits(), time_limit_s=30)
+    try:
+        from loadtest.fidelity import Classifier
+
+        classifier: Classifier | None = Classifier()
+    except ImportError:  # its weights are a dev dependency: the GPU machine may not have them
+        classifier = None
+    rows = []
+    window_s = budget.left() / max(1, len(plan.decode_sizes))
+    for width, height in plan.decode_sizes:
+        uploads = [encode(photo(width, height, seed=seed), "JPEG", quality=90) for seed in range(4)]
+        items = [EncodedJpeg(data) for data in uploads]
+        prepared = prepare_batch(items, recipe, device, rules)
+        exact = np.stack([rules.pixels(data, recipe) for data in uploads])
+        got = prepared.pixels.cpu().numpy()
+        ratios = [psnr(a, b) for a, b in zip(got, exact, strict=True)]
+        batch = items * (4 if width * height < 4_000_000 else 1)
+        count, started = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - started) < window_s or count < 2:
+            prepare_batch(batch, recipe, device, rules)
+            count += 1
+        row = {"jpeg": f"{width}x{height}", "device": str(device), "psnr_min_db": round(min(ratios), 1),
+               "psnr_median_db": round(float(np.median(ratios)), 1), "fallbacks": prepared.fallbacks,
+               "images_per_s": round(count * len(batch) / elapsed, 1)}  # fmt: skip
+        if classifier is not None:
+            top_device, top_exact = classifier.top5(got), classifier.top5(exact)
+            row["top1_agreement"] = float(np.mean(top_device[:, 0] == top_exact[:, 0]))
+            row["top5_overlap"] = float(
+                np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top_device, top_exact, strict=True)])
+            )
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
 # ---------------------------------------------------------------------------------------------------- derived
 
 
@@ -548,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         name = f"throughput:{variant_id}"
         report.section(name, lambda v=variant_id, n=name: section_throughput(v, plan, budget.share(plan.shares[n]),
                                                                              report))  # fmt: skip
+    share = plan.shares["replica_decode"]
+    report.section("replica_decode", lambda: section_replica_decode(plan, device, budget.share(share)))
     if device.type == "cuda":
         report.section("gpu_decode", lambda: section_gpu_decode(plan, budget.share(plan.shares["gpu_decode"]), report))
     else:

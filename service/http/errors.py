@@ -1,7 +1,8 @@
 """The HTTP errors of docs/http.md#errors, each a status and a JSON body `{"error": {type, message, request_id}}`.
 
 Every JSON error the service sends is one of these: the gateway's answers, the proxy middleware's and the error
-files of the HAProxy wrapper. This module imports nothing heavy (Starlette's responses): `hornet-haproxy` runs it before haproxy starts.
+files of the HAProxy wrapper. This module imports nothing outside the standard library: the config, `hornet-haproxy` (before haproxy starts) and the
+GPU check import it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
-from starlette.responses import JSONResponse
+if TYPE_CHECKING:
+    from starlette.responses import JSONResponse
 
 REQUEST_ID_HEADER = "x-request-id"
 RETRY_AFTER_S = 1  # the default of timeouts.retry_after_s
@@ -43,6 +46,8 @@ class ApiError(Exception):
         return {"error": {"type": self.type, "message": self.message, "request_id": request_id}}
 
     def response(self, request_id: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+        from starlette.responses import JSONResponse  # here: the config and hornet-haproxy import this module
+
         return JSONResponse(self.body(request_id), status_code=self.status, headers={**self.headers, **(headers or {})})
 
     def http_message(self, request_id: str = "") -> bytes:

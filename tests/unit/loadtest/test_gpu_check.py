@@ -49,6 +49,10 @@ def test_quick_run_on_the_cpu_writes_the_whole_report(tmp_path):
     assert {(d["jpeg"], d["draft"]) for d in decode} == {("1024x768", False), ("1024x768", True),
                                                          ("4000x3000", False), ("4000x3000", True)}  # fmt: skip
     assert all(d["images_per_s_one_core"] > 0 and d["images_per_s_all_cores"] > 0 for d in decode)
+    replica = sections["replica_decode"]  # the replica's decode path, here on the CPU, against the exact one
+    assert [r["jpeg"] for r in replica] == ["1024x768", "4000x3000"]
+    assert all(r["psnr_min_db"] >= 45 and r["fallbacks"] == 0 and r["images_per_s"] > 0 for r in replica), replica
+    assert all(r["top5_overlap"] >= 0.6 for r in replica), replica  # the trained classifier (a dev dependency)
     derived = sections["derived"]["hornet-t"]
     assert derived["recommended_batch"] in (1, 2) and derived["gateway_cores_per_gpu"]["1024x768"] > 0
     assert {s["item"] for s in data["skipped"]} >= {"GPU decode", "compile"}

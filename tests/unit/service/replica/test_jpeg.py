@@ -15,17 +15,12 @@ from service.config import GatewaySettings, Limits
 from service.decoding import DecodeRules
 from service.http.decode import Decoder
 from service.replica.jpeg import EncodedJpeg, decode_jpegs, prepare_batch
-from tests.support.images import encode, photo
+from tests.support.images import encode, photo, psnr
 
 RECIPE = get_variant("hornet-t").preprocessing
 WARP = get_variant("hornet-l-gf384").preprocessing
 RULES = DecodeRules.from_settings(Limits(), time_limit_s=5)
 CPU = torch.device("cpu")
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return 10 * np.log10(255**2 / mse) if mse else float("inf")
 
 
 def _jpeg(width: int = 640, height: int = 480, seed: int = 0, **options) -> bytes:
@@ -58,7 +53,7 @@ def test_a_mixed_batch_matches_the_exact_cpu_path(recipe):
     assert prepared.pixels.dtype == torch.uint8 and not prepared.failed and prepared.fallbacks == 0
     assert torch.equal(prepared.pixels[0], torch.from_numpy(gateway_pixels))  # pixels pass through untouched
     for got, data in zip(prepared.pixels[1:], uploads, strict=True):
-        assert _psnr(got.numpy(), RULES.pixels(data, recipe)) >= MIN_PSNR_DB
+        assert psnr(got.numpy(), RULES.pixels(data, recipe)) >= MIN_PSNR_DB
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
@@ -67,7 +62,7 @@ def test_the_orientation_the_gateway_reads_is_applied_as_the_cpu_path_applies_it
     sent = _gateway_sends(data)
     assert sent == EncodedJpeg(data, orientation)
     prepared = prepare_batch([sent], RECIPE, CPU, RULES)
-    assert _psnr(prepared.pixels[0].numpy(), RULES.pixels(data, RECIPE)) >= MIN_PSNR_DB
+    assert psnr(prepared.pixels[0].numpy(), RULES.pixels(data, RECIPE)) >= MIN_PSNR_DB
 
 
 def test_an_image_the_device_decoder_refuses_is_decoded_on_the_cpu_alone():
@@ -81,7 +76,7 @@ def test_an_image_the_device_decoder_refuses_is_decoded_on_the_cpu_alone():
     prepared = prepare_batch([EncodedJpeg(d) for d in uploads], RECIPE, CPU, RULES, decode=refuses_the_second)
     assert prepared.fallbacks == 1 and not prepared.failed
     assert np.array_equal(prepared.pixels[1].numpy(), RULES.pixels(uploads[1], RECIPE))  # the exact path itself
-    assert _psnr(prepared.pixels[0].numpy(), RULES.pixels(uploads[0], RECIPE)) >= MIN_PSNR_DB
+    assert psnr(prepared.pixels[0].numpy(), RULES.pixels(uploads[0], RECIPE)) >= MIN_PSNR_DB
 
 
 def test_an_image_no_decoder_takes_fails_alone():
