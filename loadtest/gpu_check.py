@@ -595,8 +595,13 @@ def main(argv: list[str] | None = None) -> int:
         name = f"throughput:{variant_id}"
         report.section(name, lambda v=variant_id, n=name: section_throughput(v, plan, budget.share(plan.shares[n]),
                                                                              report))  # fmt: skip
-    share = plan.shares["replica_decode"]
-    report.section("replica_decode", lambda: section_replica_decode(plan, device, budget.share(share)))
+    try:
+        import service.replica.jpeg  # noqa: F401 - the service's settings need pydantic-settings and PyYAML
+    except ImportError as exc:
+        report.skip("replica decode", f"the service's dependencies are not installed here ({exc})")
+    else:
+        share = plan.shares["replica_decode"]
+        report.section("replica_decode", lambda: section_replica_decode(plan, device, budget.share(share)))
     if device.type == "cuda":
         report.section("gpu_decode", lambda: section_gpu_decode(plan, budget.share(plan.shares["gpu_decode"]), report))
     else:
