@@ -19,6 +19,7 @@ from loadtest.http_load import free_port, wait_ready
 from service.config import Settings
 from service.local import ray_environment
 from service.serve_config import serve_config
+from tests.support.helpers import poll
 from tests.support.images import encode, photo
 
 BIN = Path(sys.executable).parent
@@ -85,9 +86,13 @@ def test_replica_on_a_second_ray_node_serves_requests(tmp_path):
         r = httpx.post(f"http://127.0.0.1:{http}/v1/classify", content=encode(photo(256, 256), "JPEG"),
                        headers={"Content-Type": "image/jpeg"}, timeout=30)  # fmt: skip
         assert r.status_code == 200 and len(r.json()["predictions"]) == 5, r.text
-        # Only the second node has `second_node`: the replica that answered cannot run anywhere else.
-        status = subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"], env=env,
-                                capture_output=True, text=True, timeout=60).stdout  # fmt: skip
-        assert "1.0/1.0 second_node" in status, status
+
+        # Only the second node has `second_node`: the replica that answered cannot run anywhere else. `ray status`
+        # shows resource use as the nodes last reported it: wait for the report.
+        def status() -> str:
+            return subprocess.run([str(BIN / "ray"), "status", f"--address=127.0.0.1:{gcs}"], env=env,
+                                  capture_output=True, text=True, timeout=60).stdout  # fmt: skip
+
+        assert poll(lambda: "1.0/1.0 second_node" in status(), timeout_s=60, interval_s=2), status()
     finally:
         _stop_cluster(token, temp_dir)
