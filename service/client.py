@@ -22,6 +22,9 @@ API_KEY_ENV = "HORNET_API_KEY"
 # Twice the largest side any variant resizes to (384): what a downscaled upload keeps of the photo changes the
 # model's answer as little as the server's own decode paths do (docs/performance.md#decode-fidelity).
 SHRINK_SHORT_SIDE = 768
+# The formats the service reads (model.preprocess.FORMATS, which imports torch: this client does not); downscale
+# lets no other Pillow plugin see a file.
+IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def downscale(data: bytes, short_side: int = SHRINK_SHORT_SIDE) -> bytes:
@@ -31,7 +34,7 @@ def downscale(data: bytes, short_side: int = SHRINK_SHORT_SIDE) -> bytes:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             if image.mode not in ("RGB", "L") or min(image.size) <= short_side:
                 return data
             scale = short_side / min(image.size)

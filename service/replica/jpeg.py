@@ -87,7 +87,8 @@ def prepare_batch(
     """Pixels from the gateway pass through; JPEGs are decoded together on the device (`decode`), oriented and
     resized there."""
     jpegs = [i for i, item in enumerate(items) if isinstance(item, EncodedJpeg)]
-    decoded = dict(zip(jpegs, decode([items[i].data for i in jpegs], device), strict=True))
+    # A batch of the gateway's pixels never touches the decoder (nor, on CUDA, torchvision).
+    decoded = dict(zip(jpegs, decode([items[i].data for i in jpegs], device), strict=True)) if jpegs else {}
     inputs: list[torch.Tensor] = []
     failed: dict[int, ValueError] = {}
     fallbacks = 0

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from loadtest import fidelity
-from service.client import downscale
+from model.preprocess import FORMATS
+from service.client import IMAGE_FORMATS, downscale
 from tests.support.images import encode, photo
 
 
@@ -52,3 +53,11 @@ def test_the_client_downscale_shrinks_big_photos_only_and_keeps_their_orientatio
     upright = Image.open(io.BytesIO(downscale(sideways)))
     assert upright.size == (768, 1024) and not upright.getexif().get(0x0112)
     assert np.asarray(upright).std() > 10
+
+
+def test_the_client_downscale_opens_only_the_formats_the_service_reads():
+    assert IMAGE_FORMATS == FORMATS
+    from PIL import Image
+
+    big_pcx = encode(Image.new("RGB", (256, 256)).resize((1600, 1200)), "PCX")  # Pillow reads PCX; we do not
+    assert downscale(big_pcx) == big_pcx

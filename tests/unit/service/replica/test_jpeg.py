@@ -104,3 +104,12 @@ def test_the_gateway_checks_the_header_of_what_it_sends():
         asyncio.run(decoder.prepare(_jpeg(640, 480), RECIPE, replica_decodes=True))
     with pytest.raises(ImageDecodeError):
         asyncio.run(decoder.prepare(b"\xff\xd8\xff" + b"\x00" * 100, RECIPE, replica_decodes=True))
+
+
+def test_a_batch_of_the_gateways_pixels_never_calls_the_device_decoder():
+    def no_decoder(datas, device):
+        raise AssertionError("the decoder was called")
+
+    pixels = RULES.pixels(_jpeg(seed=6), RECIPE)
+    prepared = prepare_batch([pixels, pixels], RECIPE, CPU, RULES, decode=no_decoder)
+    assert prepared.pixels.shape == (2, 224, 224, 3) and prepared.fallbacks == 0
