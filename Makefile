@@ -5,7 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test test-unit lint serve bench bench-bulk deploy-configs soak clean gpu-check
+.PHONY: install system-deps test test-unit lint serve bench bench-bulk deploy-configs soak clean gpu-check \
+	wheelhouse docker-engine test-containers
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -34,6 +35,29 @@ test: $(STAMP) system-deps lint
 # marked slow. `make test` runs them all, with the integration tests and lint.
 test-unit: $(STAMP) system-deps
 	$(PY) -m pytest -m "not integration and not slow"
+
+# Every wheel the image installs (torch's CPU build included), for image builds that reach no index:
+# docker build --build-arg WHEELHOUSE=build/wheelhouse ... (deploy/README.md). The wheels are for this machine's
+# Python; for another base add e.g. WHEELHOUSE_ARGS="--python-version 3.12 --only-binary=:all:", and where the
+# index's torch is its CUDA build, "--extra-index-url https://download.pytorch.org/whl/cpu".
+WHEELHOUSE := build/wheelhouse
+wheelhouse: $(STAMP)
+	$(PY) -m pip download -q --dest $(WHEELHOUSE) -c deploy/constraints.txt $(WHEELHOUSE_ARGS) \
+		torch==2.13.0 locust==2.47.0 setuptools wheel .
+
+# A running Docker engine, docker-compose and mmdebstrap (Debian's packages), installed and started where missing.
+docker-engine:
+	command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v mmdebstrap >/dev/null || { \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+		--no-install-recommends docker.io docker-compose mmdebstrap; }
+	docker info >/dev/null 2>&1 || { $(SUDO) sh -c 'nohup dockerd >/var/log/hornet-dockerd.log 2>&1 &'; \
+		for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; }
+	docker info >/dev/null || { echo "the Docker engine did not start: see /var/log/hornet-dockerd.log" >&2; exit 1; }
+
+# The image and the compose stack for real (tests/containers): the CPU image built with no index from the wheelhouse
+# on a base made of Debian's packages, then docker-compose up, checks through the published ports, stop, down.
+test-containers: $(STAMP) wheelhouse docker-engine
+	$(PY) -m pytest -p no:cacheprovider tests/containers
 
 serve: $(STAMP)
 	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml $(ARGS)

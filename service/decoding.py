@@ -48,3 +48,9 @@ class DecodeRules:
 
     def pixels(self, data: bytes, recipe: Preprocessing) -> np.ndarray:
         return self.finish(*self.open(data, recipe), recipe)
+
+
+def device_decodable(image: Image.Image, plan: DecodePlan) -> bool:
+    """A baseline JPEG in YCbCr or grayscale: what nvJPEG decodes fast (service/replica/jpeg.py). Progressive JPEGs
+    (slow there) and CMYK ones (not taken) stay on the CPU path."""
+    return plan.format == "JPEG" and not plan.progressive and image.mode in ("RGB", "L")

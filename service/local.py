@@ -124,13 +124,21 @@ def drain_gateways(app_name: str, timeout_s: float) -> None:
     import ray
 
     gateways = [ray.get_actor(name, namespace="serve") for name in serve_actors(f"{app_name}#{GATEWAY}#")]
-    started = time.monotonic()
-    zeros = ongoing = 0
-    while zeros < 2 and time.monotonic() - started < timeout_s:
+
+    def in_flight() -> int:
         # Serve's own count of a replica's ongoing requests (answered on a thread of its own).
-        ongoing = sum(ray.get([gateway.get_num_ongoing_requests.remote() for gateway in gateways], timeout=10))
+        return sum(ray.get([gateway.get_num_ongoing_requests.remote() for gateway in gateways], timeout=10))
+
+    started = time.monotonic()
+    ongoing = in_flight()
+    log.info("draining %d gateway replica(s) of %s: %d requests in flight", len(gateways), app_name, ongoing)
+    zeros = 0
+    while True:
         zeros = zeros + 1 if ongoing == 0 else 0
+        if zeros == 2 or time.monotonic() - started >= timeout_s:
+            break
         time.sleep(0.5)
+        ongoing = in_flight()
     log.info("gateways drained in %.1f s (%d requests still in flight)", time.monotonic() - started, ongoing)
 
 

@@ -83,7 +83,7 @@ def build_dataset(pending: list[str], job: BulkJob):
 
     blocks = max(1, math.ceil(len(pending) / job.decode_batch_size))
     ds = ray.data.from_items([{"path": p} for p in pending], override_num_blocks=blocks)
-    decode_kwargs = {"variant": job.variant}
+    decode_kwargs = {"variant": job.variant, "device_decodes": job.device_decodes}
     ds = ds.map_batches(decode_batch, fn_kwargs=decode_kwargs, batch_size=job.decode_batch_size,
                         batch_format="numpy", num_cpus=job.decode_cpus)  # fmt: skip
     return ds.map_batches(

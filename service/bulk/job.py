@@ -38,6 +38,13 @@ class BulkJob(BaseModel):
         return self.variant.model_id
 
     @property
+    def device_decodes(self) -> bool:
+        """JPEGs are decoded by the model actors on their device: `classifier.decode` replica, or auto on GPUs
+        (as a classifier replica decides)."""
+        decode = self.variant.classifier.decode
+        return decode == "replica" or (decode == "auto" and self.num_gpus > 0)
+
+    @property
     def cpus_needed(self) -> float:
         """Logical CPUs the pipeline needs to make progress: every model actor plus one decode task."""
         return self.concurrency * self.actor_cpus + self.decode_cpus

@@ -18,12 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
-from PIL import Image
 
 from model import Preprocessing
-from model.preprocess import DecodePlan, exif_orientation
+from model.preprocess import exif_orientation
 from service.config import GatewaySettings
-from service.decoding import DecodeRules
+from service.decoding import DecodeRules, device_decodable
 from service.replica.jpeg import EncodedJpeg
 
 T = TypeVar("T")
@@ -97,9 +96,3 @@ class Decoder:
             return EncodedJpeg(data, exif_orientation(image))
         lane = self.heavy if plan.pixels > self.heavy_pixels else self.light
         return await lane.run(self.rules.finish, image, plan, recipe)
-
-
-def device_decodable(image: Image.Image, plan: DecodePlan) -> bool:
-    """A baseline JPEG in YCbCr or grayscale: what nvJPEG decodes fast. Progressive JPEGs (slow there) and CMYK
-    ones (not taken) stay on the gateway's CPU path."""
-    return plan.format == "JPEG" and not plan.progressive and image.mode in ("RGB", "L")

@@ -304,6 +304,64 @@ def test_job_takes_the_variants_settings_and_the_flags_win():
         make_job(settings, MODEL, 0, {"top_k": 101})
 
 
+def test_model_actors_decode_jpegs_where_a_classifier_replica_would():
+    def device_decodes(decode: str, cluster_gpus: float) -> bool:
+        settings = Settings.model_validate({**CONFIG, "classifier": {**CONFIG["classifier"], "decode": decode}})
+        return make_job(settings, MODEL, cluster_gpus, {}).device_decodes
+
+    assert [device_decodes("auto", 0), device_decodes("auto", 4)] == [False, True]
+    assert [device_decodes("replica", 0), device_decodes("gateway", 4)] == [True, False]
+
+
+def test_decode_stage_passes_the_jpegs_a_device_decoder_takes_as_bytes(tmp_path):
+    """Baseline JPEGs (colour, grey, with their EXIF orientation) go on as bytes; progressive and CMYK JPEGs and
+    other formats are decoded here, as the gateway would."""
+    image = photo(300, 200, seed=4)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    files = {
+        "baseline.jpg": encode(image, "JPEG", exif=exif.tobytes()),
+        "grey.jpg": encode(image.convert("L"), "JPEG"),
+        "progressive.jpg": encode(image, "JPEG", progressive=True),
+        "cmyk.jpg": encode(image.convert("CMYK"), "JPEG"),
+        "photo.png": encode(image, "PNG"),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    batch = {"path": np.array([str(tmp_path / name) for name in files], dtype=object)}
+    out = decode_batch(batch, variant=SETTINGS.variant(MODEL), device_decodes=True)
+    assert [bool(jpeg) for jpeg in out["jpeg"]] == [True, True, False, False, False]
+    assert out["jpeg"][0] == files["baseline.jpg"] and list(out["orientation"][:2]) == [6, 1]
+    assert not out["pixels"][:2].any()
+    for i, pixels in enumerate(_gateway_decode(list(files.values()))[2:], start=2):
+        np.testing.assert_array_equal(out["pixels"][i], pixels)
+    assert list(out["error_type"]) == [""] * len(files)
+    on_cpu = decode_batch(batch, variant=SETTINGS.variant(MODEL))
+    assert not any(on_cpu["jpeg"])
+    for decoded, pixels in zip(on_cpu["pixels"], _gateway_decode(list(files.values())), strict=True):
+        np.testing.assert_array_equal(decoded, pixels)
+
+
+def test_a_run_that_decodes_on_the_actors_device_gives_the_same_results(corpus, resumed, tmp_path):
+    """The whole pipeline with `classifier.decode: replica` on the CPU: the JPEG bytes cross Ray Data to the model
+    actors, which decode them (the replica's path, Pillow here and nvJPEG on a GPU). Same error rows (the truncated
+    JPEG now fails in the actor, alone), the same top-1 within the device path's fidelity (docs/performance.md)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "classifier": {**CONFIG["classifier"], "decode": "replica"}}))
+    out = tmp_path / "device.parquet"
+    result = _run({**corpus, "config": config}, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    device = {r["path"]: r for r in pq.read_table(out).to_pylist()}
+    exact = {r["path"]: r for r in pq.read_table(resumed["out"]).to_pylist()}
+    assert {p: r["error_type"] for p, r in device.items() if r["error_type"]} == corpus["bad"]
+    jpegs = [p for p in corpus["good"] if p.endswith(".jpg")]
+    assert jpegs, "the corpus has JPEGs"
+    same_top1 = sum(device[p]["class_indices"][0] == exact[p]["class_indices"][0] for p in corpus["good"])
+    assert same_top1 >= len(corpus["good"]) - 2
+    others = [p for p in corpus["good"] if not p.endswith(".jpg")]  # decoded in the decode stage, as before
+    assert all(device[p]["class_indices"][0] == exact[p]["class_indices"][0] for p in others)
+
+
 def test_parts_record_their_model_and_unfinished_writes_are_removed(tmp_path):
     import pyarrow as pa
 
