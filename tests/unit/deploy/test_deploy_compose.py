@@ -105,12 +105,14 @@ def test_compose_gpu_worker_builds_the_gpu_image():
     """`HORNET_TARGET=gpu docker compose --profile gpu up -d` builds the CUDA image for the GPU worker
     (pull_policy build) and serves the GPU config; the head and Locust stay on the CPU image."""
     worker = SERVICES["ray-gpu-worker"]
-    assert worker["build"]["args"]["TARGET"] == "gpu" and worker["image"] == "hornet-serve:gpu"
+    args = worker["build"]["args"]
+    assert re.fullmatch(r"nvidia/cuda:\S+-ubuntu\S+", args["BASE"]) and worker["image"] == "hornet-serve:gpu"
+    assert args["TORCH_INDEX"] == "https://download.pytorch.org/whl/cu128"
     assert worker["pull_policy"] == "build"
     device = worker["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    for name in ("ray-head", "locust"):
-        assert SERVICES[name]["build"]["args"]["TARGET"] == "cpu" and SERVICES[name]["pull_policy"] == "build"
+    for name in ("ray-head", "locust"):  # the Dockerfile's defaults: the slim Python base, torch's CPU build
+        assert "args" not in SERVICES[name]["build"] and SERVICES[name]["pull_policy"] == "build"
 
 
 @pytest.mark.parametrize("target", ["cpu", "gpu"])
@@ -154,16 +156,32 @@ def test_compose_api_keys_reach_every_node_that_runs_a_gateway(target):
 
 
 def test_dockerfile_is_multi_stage_non_root_pinned_with_healthcheck():
-    assert re.search(r"FROM python:\S+ AS base-cpu", DOCKERFILE)
-    assert re.search(r"FROM nvidia/cuda:\S+ AS base-gpu", DOCKERFILE)
-    assert "FROM base-${TARGET} AS runtime" in DOCKERFILE and "USER hornet" in DOCKERFILE
+    assert re.search(r"^ARG BASE=python:3\.12-slim-bookworm$", DOCKERFILE, re.M)
+    assert re.search(r"^ARG TORCH_INDEX=https://download\.pytorch\.org/whl/cpu$", DOCKERFILE, re.M)
+    assert (
+        "FROM ${BASE} AS base\n" in DOCKERFILE and "FROM base AS runtime" in DOCKERFILE and "USER hornet" in DOCKERFILE
+    )
     assert re.findall(r"^FROM .* AS (\S+)$", DOCKERFILE, re.M)[-1] == "runtime", "runtime must stay the default"
-    assert "torch==2.13.0" in DOCKERFILE and "-c deploy/constraints.txt" in DOCKERFILE
+    assert "torch==2.13.0" in DOCKERFILE and "-c /wheels/constraints.txt" in DOCKERFILE
     assert not re.search(r"(?i)(token|password|secret)\s*=", DOCKERFILE)
     for line in (DEPLOY / "constraints.txt").read_text().splitlines():
         assert line.startswith("#") or re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][\w.]*", line), line
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".git", ".venv", "*.pth"} <= set(ignored)
+    assert {".git", ".venv", "*.pth", "build", "!build/wheelhouse"} <= set(ignored)
+
+
+def test_dockerfile_installs_from_the_wheelhouse_alone_when_given_one():
+    """--build-arg WHEELHOUSE=build/wheelhouse (make wheelhouse): every pip install of the image reads that folder
+    and no index (tests/containers builds the image this way, where no index can be reached)."""
+    installs = re.findall(r"^RUN (.*?pip install.*?)$", DOCKERFILE.replace("\\\n", " "), re.M)
+    assert len(installs) == 3
+    for install in installs:
+        assert 'if [ -n "$WHEELHOUSE" ]; then export PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheels; fi' in install
+    assert "COPY deploy/constraints.txt ${WHEELHOUSE} /wheels/" in DOCKERFILE
+    assert (
+        "$(WHEELHOUSE)" in (ROOT / "Makefile").read_text()
+        and "WHEELHOUSE := build/wheelhouse" in (ROOT / "Makefile").read_text()
+    )
 
 
 def test_image_sets_the_ray_environment_of_service_local():
@@ -174,16 +192,21 @@ def test_image_sets_the_ray_environment_of_service_local():
     wrapper = "/opt/venv/bin/hornet-haproxy"
     assert env == {**RAY_ENV, CALLBACK_ENV: CALLBACK_PATH, HAPROXY_BINARY_ENV: wrapper}
     assert 'hornet-haproxy = "service.http.haproxy:main"' in (ROOT / "pyproject.toml").read_text()
-    assert "python -m venv /opt/venv" in DOCKERFILE and "COPY --from=build /opt/venv /opt/venv" in DOCKERFILE
+    assert "python3 -m venv /opt/venv" in DOCKERFILE and "COPY --from=build /opt/venv /opt/venv" in DOCKERFILE
 
 
 def test_image_has_the_tools_kuberay_runs_in_the_ray_container():
     """common/pod.go initLivenessAndReadinessProbe: a RayService worker's readiness probe runs
     utils/constant.go BaseWgetHealthCommand (`wget ... | grep success`) through bash, and BuildPod runs
-    the generated `ray start` with /bin/bash: the runtime stage installs wget on Debian/Ubuntu bases."""
-    install = re.search(r"apt-get install[^\n]*", runtime_stage())
-    assert install and re.search(r"\bwget\b", install.group(0))
-    for base in re.findall(r"^FROM (\S+) AS base-", DOCKERFILE, re.M):
+    the generated `ray start` with /bin/bash: the base stage installs wget (and python3) where the base lacks
+    them, on the Debian/Ubuntu bases the image is built on."""
+    base_stage = DOCKERFILE.split("AS base\n", 1)[1].split("\nFROM ", 1)[0]
+    assert "command -v wget" in base_stage and re.search(r"apt-get install[^\n]*\$missing", base_stage)
+    bases = [
+        re.search(r"^ARG BASE=(\S+)$", DOCKERFILE, re.M).group(1),
+        SERVICES["ray-gpu-worker"]["build"]["args"]["BASE"],
+    ]
+    for base in bases:
         assert re.match(r"(python:\S+-(bookworm|trixie)|nvidia/cuda:\S+-ubuntu)", base), base
 
 
