@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test test-unit lint serve bench bench-bulk deploy-configs soak clean gpu-check \
-	wheelhouse docker-engine test-containers
+	wheelhouse docker-engine test-containers gpu-bundle
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -87,6 +87,11 @@ deploy-configs: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# What the GPU machine lacks for the whole service (Ray Serve, FastAPI, pydantic...), trimmed under the device tool's
+# 64 MiB: build/gpu-bundle/site.tar.xz; there, `sh loadtest/gpu_service.sh OUT` unpacks it and runs the service check.
+gpu-bundle: $(STAMP)
+	$(PY) -m loadtest.gpu_bundle --python-version 3.12 --out build/gpu-bundle
 
 # A soak (not part of `make test`): the local service under a mixed Locust load for $(SOAK_MINUTES) minutes;
 # RSS of every service process and p50/p99 each minute into artifacts/soak/ (CSV + soak.png), then the check:

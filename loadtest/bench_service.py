@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import time
 from pathlib import Path
 
-import numpy as np
-
-from loadtest.http_load import LoadResult, closed_loop, free_port, multipart, wait_ready
+from loadtest.http_load import closed_loop, free_port, multipart, summarize, wait_ready
 from loadtest.process_cpu import cpu_seconds_by_role
 from service.config import Settings
 
@@ -33,22 +30,6 @@ MODES: dict[str, dict[str, str]] = {
     "no-throughput-mode": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
     "nice-15": {"RAY_worker_niceness": "15"},
 }  # fmt: skip
-
-
-def summarize(concurrency: int, load: LoadResult) -> dict:
-    ms = np.array(load.latencies_s) * 1e3
-    served = len(load.latencies_s)
-    timings = load.server_timings or [{}]
-    return {
-        "concurrency": concurrency,
-        "requests": served,
-        "errors": sum(load.errors.values()),
-        "images_per_s": served / load.elapsed_s,
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        **{f"{stage}_ms": statistics.fmean(t.get(stage, 0) for t in timings) for stage in ("decode", "queue", "inference")},
-    }  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> dict:

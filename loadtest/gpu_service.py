@@ -25,8 +25,7 @@ from pathlib import Path
 import yaml
 
 from loadtest.bench_model import throughput
-from loadtest.bench_service import summarize
-from loadtest.http_load import closed_loop, free_port, wait_ready
+from loadtest.http_load import closed_loop, free_port, summarize, wait_ready
 from loadtest.machine import describe
 from service.config import Settings
 from tests.support import ROOT
@@ -71,7 +70,7 @@ def service_settings(decode: str, quick: bool) -> Settings:
     for section in (config["classifier"], config["gateway"], *config["per_model"].values()):
         section.pop("resources", None)
         section.pop("autoscaling", None)
-    config["classifier"].update(compile="none", decode=decode)
+    config["classifier"].update(compile="off", decode=decode)
     config["gateway"].update(num_replicas=1 if quick else 3, num_cpus=1 if quick else 4)
     config.update(weights_policy="random", auth={"enabled": False}, host="127.0.0.1", port=free_port(),
                   metrics_export_port=free_port())  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
+import numpy as np
 
 
 @dataclass
@@ -33,6 +35,22 @@ class LoadResult:
     server_timings: list[dict[str, float]] = field(default_factory=list)
     errors: dict[int, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
+
+
+def summarize(concurrency: int, load: LoadResult) -> dict:
+    ms = np.array(load.latencies_s) * 1e3
+    served = len(load.latencies_s)
+    timings = load.server_timings or [{}]
+    return {
+        "concurrency": concurrency,
+        "requests": served,
+        "errors": sum(load.errors.values()),
+        "images_per_s": served / load.elapsed_s,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        **{f"{stage}_ms": statistics.fmean(t.get(stage, 0) for t in timings) for stage in ("decode", "queue", "inference")},
+    }  # fmt: skip
 
 
 def build_request(url: str, body: bytes, content_type: str) -> bytes:

@@ -218,8 +218,9 @@ def test_entrypoint_passes_sh_n_and_shellcheck(check):
 
 
 def test_entrypoint_starts_ray_with_the_nodes_resources(tmp_path):
-    """The entry point passes RAY_RESOURCES to `ray start` unchanged (a stand-in `ray` records its
-    arguments; `serve` and the wait loop are stubbed the same way)."""
+    """The entry point passes RAY_RESOURCES to `ray start` unchanged, and RAY_NUM_CPUS where it is set (a stand-in
+    `ray` records its arguments; `serve` and the wait loop are stubbed the same way). Its SIGTERM drain runs for
+    real in tests/containers."""
     log = tmp_path / "calls"
     for tool in ("ray", "serve"):
         stub = tmp_path / tool
@@ -230,6 +231,10 @@ def test_entrypoint_starts_ray_with_the_nodes_resources(tmp_path):
     calls = log.read_text().splitlines()
     assert calls[0].startswith("ray start --head") and '--resources={"a": 1}' in calls[0]
     assert calls[1] == "serve deploy /app/serve/cpu.yaml"
+    assert "--num-cpus" not in calls[0]
+    log.unlink()
+    subprocess.run(["sh", str(ENTRYPOINT), "head"], env={**env, "RAY_NUM_CPUS": "4"}, check=True, timeout=30)
+    assert log.read_text().splitlines()[0].endswith(" --num-cpus=4")
     env["RAY_HEAD_ADDRESS"] = "ray-head:6379"
     log.unlink()
     subprocess.run(["sh", str(ENTRYPOINT), "worker"], env=env, check=True, timeout=30)
