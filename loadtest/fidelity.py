@@ -12,6 +12,7 @@ Also the decode time of each path on this machine. Paths:
 - exact: what the gateway did by default until now (service/decoding.py with jpeg_draft off)
 - draft: the JPEG decoded at a reduced DCT scale that keeps the short side at least the resize input, then
   Pillow's bicubic (service/decoding.py with jpeg_draft on)
+- draft-x2: the same, stopping while the short side is at least twice the resize input (jpeg_draft_margin: 2)
 - replica: the replica's path (service/replica/jpeg.py): full decode, orientation and torch's antialiased
   bicubic; on a GPU the decode is nvJPEG's
 - client: the client's downscale before upload (service/client.py `downscale`), then the exact path
@@ -43,6 +44,7 @@ LONG_SIDES = (None, 1024, 4000)  # None: the photo's own size
 QUALITY = 90
 EXACT = DecodeRules.from_settings(Limits(), time_limit_s=30)
 DRAFT = DecodeRules.from_settings(Limits(jpeg_draft=True), time_limit_s=30)
+DRAFT_X2 = DecodeRules.from_settings(Limits(jpeg_draft=True, jpeg_draft_margin=2), time_limit_s=30)
 CPU = torch.device("cpu")
 
 
@@ -83,6 +85,7 @@ def _replica(data: bytes) -> np.ndarray:
 PATHS: dict[str, Callable[[bytes], np.ndarray]] = {
     "exact": lambda data: EXACT.pixels(data, RECIPE),
     "draft": lambda data: DRAFT.pixels(data, RECIPE),
+    "draft-x2": lambda data: DRAFT_X2.pixels(data, RECIPE),
     "replica": _replica,
     "client": lambda data: EXACT.pixels(downscale(data), RECIPE),
 }

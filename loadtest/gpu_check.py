@@ -517,7 +517,7 @@ def derive(data: dict, plan: Plan) -> dict:
         for d in sections.get("decode") or []:
             if d["model"] == variant_id:
                 key = f"{d['jpeg']}{' draft' if d['draft'] else ''}"
-                cores[key] = round(top["images_per_s"] / d["images_per_s_per_core_all_busy"], 1)
+                cores[key] = float(f"{top['images_per_s'] / d['images_per_s_per_core_all_busy']:.2g}")  # 75, 0.04
         result["gateway_cores_per_gpu"] = cores
         out[variant_id] = result
     return out

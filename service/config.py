@@ -150,6 +150,13 @@ class Limits(_Strict):
     max_pixels: int = Field(40_000_000, ge=1)
     max_top_k: int = Field(100, ge=1)
     jpeg_draft: bool = Field(False, description="decode big JPEGs at reduced scale (faster, changes pixels)")
+    jpeg_draft_margin: float = Field(
+        1.0,
+        ge=1.0,
+        le=8.0,
+        description="with jpeg_draft: the reduced JPEG keeps both sides at least this multiple of the resize "
+        "input (1: as small as that allows; 2 decodes a 4000x3000 photo at 1000x750 for a 224 model)",
+    )
     decode_budget: dict[Literal["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"], int] = Field(
         default_factory=dict,
         description="pixels one upload may decode, by format: overrides of model.preprocess.DECODE_BUDGET",

@@ -8,6 +8,7 @@ bulk job calls `pixels` in its decode tasks.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -25,10 +26,12 @@ class DecodeRules:
     draft: bool
     time_limit_s: float
     budget: Mapping[str, int] = field(default_factory=lambda: dict(DECODE_BUDGET))
+    draft_margin: float = 1.0
 
     @classmethod
     def from_settings(cls, limits: Limits, time_limit_s: float) -> DecodeRules:
-        return cls(limits.max_pixels, limits.jpeg_draft, time_limit_s, {**DECODE_BUDGET, **limits.decode_budget})
+        budget = {**DECODE_BUDGET, **limits.decode_budget}
+        return cls(limits.max_pixels, limits.jpeg_draft, time_limit_s, budget, limits.jpeg_draft_margin)
 
     @classmethod
     def for_variant(cls, variant: VariantSettings) -> DecodeRules:
@@ -39,8 +42,8 @@ class DecodeRules:
         budget); no pixel is decoded yet."""
         if not data:
             raise ImageDecodeError("the image is empty (0 bytes)")
-        return open_image(data, max_pixels=self.max_pixels, budget=self.budget, min_side=draft_size(recipe),
-                          draft=self.draft)  # fmt: skip
+        min_side = math.ceil(draft_size(recipe) * (self.draft_margin if self.draft else 1.0))
+        return open_image(data, max_pixels=self.max_pixels, budget=self.budget, min_side=min_side, draft=self.draft)
 
     def finish(self, image: Image.Image, plan: DecodePlan, recipe: Preprocessing) -> np.ndarray:
         """An opened image -> uint8 (S, S, 3) for the recipe; DecodeTimeoutError past the time limit."""

@@ -1,0 +1,40 @@
+"""The one CPU decode's draft lever: how far a JPEG is DCT-scaled before the resize (service/decoding.py)."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from model import get_variant
+from service.config import Limits
+from service.decoding import DecodeRules
+from tests.support.images import encode, photo
+
+RECIPE = get_variant("hornet-t").preprocessing  # resize input: short side 256 (hornet-t 224 crop)
+
+
+@pytest.fixture(scope="module")
+def phone_photo() -> bytes:
+    return encode(photo(4000, 3000), "JPEG", quality=90)
+
+
+@pytest.mark.parametrize(
+    ("limits", "opened"),
+    [
+        (Limits(), (4000, 3000)),  # exact: no draft
+        (Limits(jpeg_draft=True), (500, 375)),  # 1/8: the short side stays >= 256
+        (Limits(jpeg_draft=True, jpeg_draft_margin=2), (1000, 750)),  # 1/4: >= 512
+        (Limits(jpeg_draft=True, jpeg_draft_margin=3), (2000, 1500)),  # 1/2: >= 768
+    ],
+)
+def test_the_draft_margin_sets_how_far_a_jpeg_is_reduced(limits, opened, phone_photo):
+    rules = DecodeRules.from_settings(limits, time_limit_s=30)
+    image, plan = rules.open(phone_photo, RECIPE)
+    assert plan.size == (4000, 3000) and image.size == opened
+    assert rules.pixels(phone_photo, RECIPE).shape == (224, 224, 3)
+
+
+def test_the_draft_margin_is_bounded():
+    for margin in (0.5, 9):
+        with pytest.raises(ValidationError, match="jpeg_draft_margin"):
+            Limits(jpeg_draft=True, jpeg_draft_margin=margin)
