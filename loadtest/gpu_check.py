@@ -454,7 +454,7 @@ def section_replica_decode(plan: Plan, device: torch.device, budget: Budget) -> 
     from service.replica.jpeg import EncodedJpeg, prepare_batch
 
     recipe = get_variant(plan.models[0]).preprocessing
-    rules = DecodeRules.from_settings(Limits(), time_limit_s=30)
+    rules = DecodeRules.from_settings(Limits(jpeg_draft=False), time_limit_s=30)  # the exact path
     try:
         from loadtest.fidelity import Classifier
 

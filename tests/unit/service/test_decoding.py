@@ -21,8 +21,9 @@ def phone_photo() -> bytes:
 @pytest.mark.parametrize(
     ("limits", "opened"),
     [
-        (Limits(), (4000, 3000)),  # exact: no draft
-        (Limits(jpeg_draft=True), (500, 375)),  # 1/8: the short side stays >= 256
+        (Limits(jpeg_draft=False), (4000, 3000)),  # exact: no draft
+        (Limits(), (1000, 750)),  # the default: draft with margin 2
+        (Limits(jpeg_draft=True, jpeg_draft_margin=1), (500, 375)),  # 1/8: the short side stays >= 256
         (Limits(jpeg_draft=True, jpeg_draft_margin=2), (1000, 750)),  # 1/4: >= 512
         (Limits(jpeg_draft=True, jpeg_draft_margin=3), (2000, 1500)),  # 1/2: >= 768
     ],

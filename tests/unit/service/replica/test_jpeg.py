@@ -19,7 +19,7 @@ from tests.support.images import encode, photo, psnr
 
 RECIPE = get_variant("hornet-t").preprocessing
 WARP = get_variant("hornet-l-gf384").preprocessing
-RULES = DecodeRules.from_settings(Limits(), time_limit_s=5)
+RULES = DecodeRules.from_settings(Limits(jpeg_draft=False), time_limit_s=5)  # the exact path
 CPU = torch.device("cpu")
 
 
