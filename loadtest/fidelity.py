@@ -12,8 +12,8 @@ Also the decode time of each path on this machine. Paths:
 - exact: the full decode (service/decoding.py with jpeg_draft off), the reference
 - draft: the JPEG decoded at a reduced DCT scale that keeps the short side at least the resize input, then
   Pillow's bicubic (service/decoding.py with jpeg_draft on, jpeg_draft_margin 1)
-- draft-x2: the same, stopping while the short side is at least twice the resize input (jpeg_draft_margin: 2):
-  the service's default
+- draft-x1.5, draft-x2: the same, stopping while the short side is at least 1.5 or 2 times the resize input
+  (jpeg_draft_margin); both resize the crop's region only (the fast path). Margin 2 is the service's default
 - replica: the replica's path (service/replica/jpeg.py): full decode, orientation and torch's antialiased
   bicubic; on a GPU the decode is nvJPEG's
 - client: the client's downscale before upload (service/client.py `downscale`), then the exact path
@@ -45,6 +45,7 @@ LONG_SIDES = (None, 1024, 4000)  # None: the photo's own size
 QUALITY = 90
 EXACT = DecodeRules.from_settings(Limits(jpeg_draft=False), time_limit_s=30)
 DRAFT = DecodeRules.from_settings(Limits(jpeg_draft=True, jpeg_draft_margin=1), time_limit_s=30)
+DRAFT_X1_5 = DecodeRules.from_settings(Limits(jpeg_draft=True, jpeg_draft_margin=1.5), time_limit_s=30)
 DRAFT_X2 = DecodeRules.from_settings(Limits(jpeg_draft=True, jpeg_draft_margin=2), time_limit_s=30)
 CPU = torch.device("cpu")
 
@@ -86,6 +87,7 @@ def _replica(data: bytes) -> np.ndarray:
 PATHS: dict[str, Callable[[bytes], np.ndarray]] = {
     "exact": lambda data: EXACT.pixels(data, RECIPE),
     "draft": lambda data: DRAFT.pixels(data, RECIPE),
+    "draft-x1.5": lambda data: DRAFT_X1_5.pixels(data, RECIPE),
     "draft-x2": lambda data: DRAFT_X2.pixels(data, RECIPE),
     "replica": _replica,
     "client": lambda data: EXACT.pixels(downscale(data), RECIPE),

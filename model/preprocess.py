@@ -216,7 +216,9 @@ def decode(
     return load(image, time_limit_s=time_limit_s)
 
 
-def _centre_crop_resize(image: Image.Image, short: int, crop: int, source: tuple[float, float]) -> Image.Image:
+def _centre_crop_resize(
+    image: Image.Image, short: int, crop: int, source: tuple[float, float], crop_first: bool
+) -> Image.Image:
     """`source`: the extent of the image's content in its own pixels (smaller than its size after DCT scaling)."""
     width, height = source
     if width <= height:
@@ -224,7 +226,7 @@ def _centre_crop_resize(image: Image.Image, short: int, crop: int, source: tuple
     else:
         new_w, new_h = int(short * width / height), short
     top, left = round((new_h - crop) / 2), round((new_w - crop) / 2)
-    if source == image.size and max(new_w, new_h) <= _MAX_RESIZED_LONG_SIDE:
+    if not crop_first and source == image.size and max(new_w, new_h) <= _MAX_RESIZED_LONG_SIDE:
         return image.resize((new_w, new_h), Image.BICUBIC).crop((left, top, left + crop, top + crop))
     # Resize only the source region that lands in the crop (same sampling grid, bounded memory).
     sx, sy = width / new_w, height / new_h
@@ -232,8 +234,15 @@ def _centre_crop_resize(image: Image.Image, short: int, crop: int, source: tuple
     return image.resize((crop, crop), Image.BICUBIC, box=box)
 
 
-def resize(image: Image.Image, recipe: Preprocessing, full_size: tuple[int, int] | None = None) -> np.ndarray:
+def resize(
+    image: Image.Image, recipe: Preprocessing, full_size: tuple[int, int] | None = None, *, crop_first: bool = False
+) -> np.ndarray:
     """An RGB image -> uint8 (H, W, 3) at the variant's input size, by its evaluation recipe.
+
+    By default the authors' pipeline bit for bit: resize the whole image, then crop (the golden vectors).
+    `crop_first` resizes only the region that lands in the crop, on the same sampling grid: about half the
+    work for a 4:3 photo, at most one grey level apart (Pillow rounds its two passes' intermediate image
+    differently over a smaller region).
 
     `full_size`: the size the image had before a JPEG decoder's DCT scaling (`open_image` with `draft`). The
     geometry (short side, crop) then follows the full image, as the exact path computes it, and the reduced
@@ -246,7 +255,7 @@ def resize(image: Image.Image, recipe: Preprocessing, full_size: tuple[int, int]
     if recipe.mode == "warp":
         out = image.resize((size, size), Image.BICUBIC, box=(0, 0, *source))
     else:
-        out = _centre_crop_resize(image, recipe.resize_short, size, source)
+        out = _centre_crop_resize(image, recipe.resize_short, size, source, crop_first)
     return np.array(out, dtype=np.uint8)
 
 

@@ -151,7 +151,11 @@ class Limits(_Strict):
     max_top_k: int = Field(100, ge=1)
     # On by default, with margin 2: the replica path's fidelity at 3-9x less decode for a phone photo
     # (docs/performance.md#decode-fidelity).
-    jpeg_draft: bool = Field(True, description="decode big JPEGs at reduced DCT scale (faster, changes pixels)")
+    jpeg_draft: bool = Field(
+        True,
+        description="the fast decode: big JPEGs at reduced DCT scale, every image resized from its crop's region "
+        "only (changes pixels; off: the authors' pipeline bit for bit)",
+    )
     jpeg_draft_margin: float = Field(
         2.0,
         ge=1.0,

@@ -46,8 +46,11 @@ class DecodeRules:
         return open_image(data, max_pixels=self.max_pixels, budget=self.budget, min_side=min_side, draft=self.draft)
 
     def finish(self, image: Image.Image, plan: DecodePlan, recipe: Preprocessing) -> np.ndarray:
-        """An opened image -> uint8 (S, S, 3) for the recipe; DecodeTimeoutError past the time limit."""
-        return resize(load(image, time_limit_s=self.time_limit_s), recipe, full_size=plan.size)
+        """An opened image -> uint8 (S, S, 3) for the recipe; DecodeTimeoutError past the time limit. With
+        `draft` (the fast path) every image is resized from the crop's region only; without it the exact path
+        is the authors' pipeline bit for bit."""
+        decoded = load(image, time_limit_s=self.time_limit_s)
+        return resize(decoded, recipe, full_size=plan.size, crop_first=self.draft)
 
     def pixels(self, data: bytes, recipe: Preprocessing) -> np.ndarray:
         return self.finish(*self.open(data, recipe), recipe)

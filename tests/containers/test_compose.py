@@ -9,11 +9,14 @@ import io
 import re
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from PIL import Image
 
-from tests.containers.stack import MODEL, PROJECT, Stack, project_resources, volumes
+from tests.containers.stack import MODEL, PROJECT, Stack, container_logs, project_resources, volumes
+
+DRAIN_STARTED = re.compile(r"draining \d+ gateway replica\(s\) of \S+: (\d+) requests in flight")
 
 
 def classify(stack: Stack, **request) -> httpx.Response:
@@ -76,12 +79,15 @@ def test_prometheus_holds_the_apps_latency(stack: Stack, coffee_jpeg: bytes) -> 
 def test_stop_answers_requests_in_flight_then_down_leaves_nothing(
     stack: Stack, coffee_jpeg: bytes, volumes_before: set[str]
 ) -> None:
-    """Clients send 12 MP photos until the stop begins; every request sent before it gets its 200. Six clients: the
-    gateway's heavy decode lane (one thread, eight waiting) answers a seventh and more with 503 at once."""
+    """Clients send 12 MP photos until the drain has counted what is in flight; every request they sent gets its
+    200. They go on sending after the stop began: the drain starts a Python process that connects to Ray (seconds),
+    and a request must still be on its way when it counts, or the drain went untested. Six clients: the gateway's
+    heavy decode lane (one thread, eight waiting) answers a seventh and more with 503 at once."""
     photo = Image.open(io.BytesIO(coffee_jpeg)).resize((4000, 3000))
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", quality=90)
     request = {"content": buffer.getvalue(), "headers": {**stack.auth, "Content-Type": "image/jpeg"}}
+    head = stack.container("ray-head")
     stopping = threading.Event()
     outcomes: list[int | str] = []
 
@@ -99,18 +105,24 @@ def test_stop_answers_requests_in_flight_then_down_leaves_nothing(
     for thread in clients:
         thread.start()
     time.sleep(4)  # requests queue up in the gateways and the classifier
-    stopping.set()
-    began = time.monotonic()
-    stack.compose("stop", "ray-head", timeout=120)
+    with ThreadPoolExecutor(1) as pool:
+        began = time.monotonic()
+        stop = pool.submit(stack.compose, "stop", "ray-head", timeout=120)
+        draining = None
+        while draining is None and not stop.done() and time.monotonic() - began < 90:
+            time.sleep(0.2)
+            draining = DRAIN_STARTED.search(container_logs(head))
+        stopping.set()
+        stop.result()
     stop_s = time.monotonic() - began
     for thread in clients:
         thread.join(timeout=120)
     logs = stack.compose("logs", "--no-color", "ray-head")
-    print(f"stop took {stop_s:.1f} s; outcomes {sorted(map(str, outcomes))}")
+    assert draining, f"the drain never began:\n{logs[-3000:]}"
+    print(f"stop took {stop_s:.1f} s; {draining.group(0)}; outcomes {sorted(map(str, outcomes))}")
     assert outcomes and all(outcome == 200 for outcome in outcomes), outcomes
-    in_flight = re.search(r"draining \d+ gateway replica\(s\) of \S+: (\d+) requests in flight", logs)
-    assert in_flight and "gateways drained" in logs, logs[-3000:]
-    assert int(in_flight.group(1)) >= 1, "no request was in flight when the stop began: the drain went untested"
+    assert "gateways drained" in logs, logs[-3000:]
+    assert int(draining.group(1)) >= 1, "no request was in flight when the drain began: the drain went untested"
     assert stack.inspect("ray-head", "{{.State.ExitCode}}") == "0"
 
     stack.compose("down")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from model import get_variant
+from model import get_variant, resize
 from service.config import Limits
 from service.decoding import DecodeRules
 from tests.support.images import encode, photo
@@ -39,3 +40,14 @@ def test_the_draft_margin_is_bounded():
     for margin in (0.5, 9):
         with pytest.raises(ValidationError, match="jpeg_draft_margin"):
             Limits(jpeg_draft=True, jpeg_draft_margin=margin)
+
+
+def test_the_exact_path_is_the_authors_pipeline_and_the_fast_one_within_a_grey_level():
+    """jpeg_draft off: the whole-image resize, bit for bit; on: the crop's region only (a PNG: no DCT scaling)."""
+    image = photo(1024, 768)
+    whole = resize(image, RECIPE)
+    exact = DecodeRules.from_settings(Limits(jpeg_draft=False), time_limit_s=30).pixels(encode(image, "PNG"), RECIPE)
+    fast = DecodeRules.from_settings(Limits(), time_limit_s=30).pixels(encode(image, "PNG"), RECIPE)
+    assert np.array_equal(exact, whole)
+    difference = np.abs(fast.astype(int) - whole)
+    assert 0 < difference.max() <= 1 and difference.mean() < 0.01
