@@ -122,9 +122,11 @@ def project_resources(kind: str) -> list[str]:
     return run(["docker", *listing, "-q", "--filter", f"label=com.docker.compose.project={PROJECT}"]).split()
 
 
-def container_logs(container: str) -> str:
-    """What a container wrote so far, stdout and stderr together (faster to poll than `compose logs`)."""
-    done = subprocess.run(["docker", "logs", container], capture_output=True, text=True, timeout=30)
+def container_logs(container: str, timestamps: bool = False) -> str:
+    """What a container wrote so far, stdout and stderr together (faster to poll than `compose logs`); with
+    `timestamps`, each line starts with the time the engine took it."""
+    args = ["docker", "logs", *(["--timestamps"] if timestamps else []), container]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=30)
     return done.stdout + done.stderr
 
 

@@ -10,13 +10,22 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 
 import httpx
 from PIL import Image
 
 from tests.containers.stack import MODEL, PROJECT, Stack, container_logs, project_resources, volumes
 
-DRAIN_STARTED = re.compile(r"draining \d+ gateway replica\(s\) of \S+: (\d+) requests in flight")
+DRAIN_STARTED = re.compile(r"draining \d+ gateway replica\(s\) of \S+: \d+ requests in flight")
+
+
+def logged_at(pattern: re.Pattern[str], logs: str) -> float:
+    """When the engine took the first line matching `pattern` (`docker logs --timestamps`), as time.time()."""
+    line = next((line for line in logs.splitlines() if pattern.search(line)), None)
+    assert line, f"nothing in the log matches {pattern.pattern!r}:\n{logs[-3000:]}"
+    stamp = line.split(" ", 1)[0]  # RFC 3339 with nanoseconds: 2026-12-04T14:16:20.359035114Z
+    return datetime.fromisoformat(stamp[:26] + "+00:00").timestamp()
 
 
 def classify(stack: Stack, **request) -> httpx.Response:
@@ -79,27 +88,27 @@ def test_prometheus_holds_the_apps_latency(stack: Stack, coffee_jpeg: bytes) -> 
 def test_stop_answers_requests_in_flight_then_down_leaves_nothing(
     stack: Stack, coffee_jpeg: bytes, volumes_before: set[str]
 ) -> None:
-    """Clients send 12 MP photos until the drain has counted what is in flight; every request they sent gets its
-    200. They go on sending after the stop began: the drain starts a Python process that connects to Ray (seconds),
-    and a request must still be on its way when it counts, or the drain went untested. Six clients: the gateway's
-    heavy decode lane (one thread, eight waiting) answers a seventh and more with 503 at once."""
+    """Clients send 12 MP photos until the drain has begun; every request they sent gets its 200, and some were on
+    their way when it began (the clients' clock against the engine's timestamp of the drain's first log line).
+    They go on sending after the stop began: the drain starts a Python process that connects to Ray (seconds).
+    Six clients: the gateway's heavy decode lane (one thread, eight waiting) answers a seventh and more with 503."""
     photo = Image.open(io.BytesIO(coffee_jpeg)).resize((4000, 3000))
     buffer = io.BytesIO()
     photo.save(buffer, format="JPEG", quality=90)
     request = {"content": buffer.getvalue(), "headers": {**stack.auth, "Content-Type": "image/jpeg"}}
     head = stack.container("ray-head")
     stopping = threading.Event()
-    outcomes: list[int | str] = []
+    requests: list[tuple[float, float, int | str]] = []  # sent, answered (time.time()), outcome
 
     def client() -> None:
         while not stopping.is_set():
+            sent = time.time()
             try:
                 answer = classify(stack, **request)
-                outcomes.append(
-                    answer.status_code if answer.status_code == 200 else f"{answer.status_code} {answer.text}"
-                )
+                outcome = answer.status_code if answer.status_code == 200 else f"{answer.status_code} {answer.text}"
             except httpx.HTTPError as exc:
-                outcomes.append(type(exc).__name__)
+                outcome = type(exc).__name__
+            requests.append((sent, time.time(), outcome))
 
     clients = [threading.Thread(target=client) for _ in range(6)]
     for thread in clients:
@@ -108,22 +117,24 @@ def test_stop_answers_requests_in_flight_then_down_leaves_nothing(
     with ThreadPoolExecutor(1) as pool:
         began = time.monotonic()
         stop = pool.submit(stack.compose, "stop", "ray-head", timeout=120)
-        draining = None
-        while draining is None and not stop.done() and time.monotonic() - began < 90:
+        while not DRAIN_STARTED.search(container_logs(head)) and not stop.done() and time.monotonic() - began < 90:
             time.sleep(0.2)
-            draining = DRAIN_STARTED.search(container_logs(head))
         stopping.set()
         stop.result()
-    draining = draining or DRAIN_STARTED.search(container_logs(head))  # the stop may end between two reads
     stop_s = time.monotonic() - began
     for thread in clients:
         thread.join(timeout=120)
-    logs = stack.compose("logs", "--no-color", "ray-head")
-    assert draining, f"the drain never began:\n{logs[-3000:]}"
-    print(f"stop took {stop_s:.1f} s; {draining.group(0)}; outcomes {sorted(map(str, outcomes))}")
+    logs = container_logs(head, timestamps=True)
+    drain_began = logged_at(DRAIN_STARTED, logs)
+    serve_stopped = logged_at(re.compile("serve shut down"), logs)
+    outcomes = [outcome for _, _, outcome in requests]
+    on_their_way = [(sent, answered) for sent, answered, _ in requests if sent < drain_began < answered]
+    print(f"stop took {stop_s:.1f} s; {len(on_their_way)} requests on their way when the drain began "
+          f"({DRAIN_STARTED.search(logs).group(0)}); outcomes {sorted(map(str, outcomes))}")  # fmt: skip
     assert outcomes and all(outcome == 200 for outcome in outcomes), outcomes
+    assert on_their_way, f"no request was on its way when the drain began: it went untested\n{logs[-3000:]}"
+    assert max(answered for _, answered, _ in requests) < serve_stopped, "Serve shut down before the last answer"
     assert "gateways drained" in logs, logs[-3000:]
-    assert int(draining.group(1)) >= 1, "no request was in flight when the drain began: the drain went untested"
     assert stack.inspect("ray-head", "{{.State.ExitCode}}") == "0"
 
     stack.compose("down")
