@@ -45,9 +45,9 @@ def test_the_draft_margin_is_bounded():
 def test_the_exact_path_is_the_authors_pipeline_and_the_fast_one_within_a_grey_level():
     """jpeg_draft off: the whole-image resize, bit for bit; on: the crop's region only (a PNG: no DCT scaling)."""
     image = photo(1024, 768)
-    whole = resize(image, RECIPE)
-    exact = DecodeRules.from_settings(Limits(jpeg_draft=False), time_limit_s=30).pixels(encode(image, "PNG"), RECIPE)
-    fast = DecodeRules.from_settings(Limits(), time_limit_s=30).pixels(encode(image, "PNG"), RECIPE)
+    whole, png = resize(image, RECIPE), encode(image, "PNG")
+    exact = DecodeRules.from_settings(Limits(jpeg_draft=False), time_limit_s=30).pixels(png, RECIPE)
+    fast = DecodeRules.from_settings(Limits(), time_limit_s=30).pixels(png, RECIPE)
     assert np.array_equal(exact, whole)
     difference = np.abs(fast.astype(int) - whole)
     assert 0 < difference.max() <= 1 and difference.mean() < 0.01
