@@ -3,9 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The peer servers of `make bench-peers` (LitServe, PyTriton): their own venv, as PyTriton pins numpy < 2.
+PEERS_VENV := .venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install system-deps test test-unit lint serve bench bench-bulk deploy-configs soak clean gpu-check \
+.PHONY: install system-deps test test-unit lint serve bench bench-peers bench-bulk deploy-configs soak clean gpu-check \
 	wheelhouse docker-engine test-containers gpu-bundle
 
 $(STAMP): pyproject.toml
@@ -72,6 +75,21 @@ bench: $(STAMP)
 		--args "--config deploy/config/local.yaml --weights random" \
 		--args "--models hornet-t,hornet-l-gf384 --weights random --device cpu"
 
+# The peers' venv: the pinned CPU torch first, then LitServe and PyTriton (which bundles tritonserver); the peers
+# import model/ and service/decoding.py from the repository (PYTHONPATH), so only what those need. No Ray.
+$(PEERS_STAMP):
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(PEERS_VENV)/bin/python -m pip install -q 'numpy<2' litserve==0.2.19 nvidia-pytriton==0.7.0 pillow \
+		python-multipart pyyaml pydantic pydantic-settings psutil httpx
+	touch $(PEERS_STAMP)
+
+# hornet-serve against LitServe and Triton wrapping the same predictor and decode, under the same load (multipart,
+# c=1 and 16, 15 s windows): one table and the ratios hornet-serve / peer at c=16 (JSON in artifacts/bench/peers).
+bench-peers: $(STAMP) $(PEERS_STAMP)
+	$(PY) -m loadtest.bench_peers --model hornet-t --concurrency 1,16 --seconds 15 --out artifacts/bench/peers
+
 # Bulk classification (Ray Data) against the in-process model at the same precision (docs/bulk.md).
 bench-bulk: $(STAMP)
 	$(PY) -m loadtest.bench_bulk --model hornet-t --precision auto --json artifacts/bench/bulk.json
@@ -86,7 +104,7 @@ deploy-configs: $(STAMP)
 	done
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(PEERS_VENV) .pytest_cache build *.egg-info
 
 # What the GPU machine lacks for the whole service (Ray Serve, FastAPI, pydantic...), trimmed under the device tool's
 # 64 MiB: build/gpu-bundle/site.tar.xz; there, `sh loadtest/gpu_service.sh OUT` unpacks it and runs the service check.

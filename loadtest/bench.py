@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -32,15 +33,45 @@ from model import BatchPredictor, create_model, decode, get_variant, resize
 from model.precision import resolve_precision
 from model.preprocess import draft_size
 from service.config import Settings
+from service.decoding import DecodeRules
 from tests.support.images import encode, photo
 
 MODEL_ROLE = "model replica"
 
 
-def _best_window(predictor: BatchPredictor, batch_size: int, seconds: float) -> tuple[float, float]:
-    """The fastest of three windows: on a shared VM a window can run 20% slow, and a slow reference
-    would flatter the ratio and the overhead."""
-    return max(throughput(predictor, batch_size, seconds) for _ in range(3))
+def _best_window(predictor: BatchPredictor, batch_size: int, seconds: float) -> tuple[float, float, float]:
+    """(images/s, ms per batch, CPU ms per image) of the fastest of three windows: on a shared VM a window can
+    run 20% slow, and a slow reference would flatter the ratio and the overhead. The CPU is this process's, every
+    thread (torch's OpenMP team included)."""
+
+    def window() -> tuple[float, float, float]:
+        cpu_before, wall_before = time.process_time(), time.perf_counter()
+        images_per_s, batch_ms = throughput(predictor, batch_size, seconds)
+        images = images_per_s * (time.perf_counter() - wall_before)
+        return images_per_s, batch_ms, (time.process_time() - cpu_before) * 1e3 / images
+
+    return max(window() for _ in range(3))
+
+
+def _overlapped_cpu_ms(predictor: BatchPredictor, batch_size: int, streams: int, seconds: float) -> float:
+    """CPU ms per image of `streams` batches that overlap on one torch thread each: how the replica runs
+    under load (service/replica/torch_lanes.py)."""
+    size = predictor.recipe.input_size
+    batch = np.random.default_rng(1).integers(0, 256, (batch_size, size, size, 3), dtype=np.uint8)
+    done = []
+
+    def stream() -> None:
+        torch.set_num_threads(1)
+        predictor.predict(batch)  # this thread's first call pays its set-up
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            predictor.predict(batch)
+            done.append(batch_size)
+
+    cpu_before = time.process_time()
+    with ThreadPoolExecutor(streams) as pool:
+        list(pool.map(lambda _: stream(), range(streams)))
+    return (time.process_time() - cpu_before) * 1e3 / sum(done)
 
 
 def measure_model(args: argparse.Namespace, settings: Settings, images: list[bytes]) -> dict:
@@ -51,6 +82,7 @@ def measure_model(args: argparse.Namespace, settings: Settings, images: list[byt
     batch = cfg.batch.max_batch_size
     batch_s = _best_window(predictor, batch, args.model_seconds)
     single = _best_window(predictor, 1, args.model_seconds)
+    overlapped_ms = _overlapped_cpu_ms(predictor, batch, cfg.batch.max_concurrent_batches, args.model_seconds)
 
     def prepare(data: bytes, draft: bool) -> np.ndarray:
         draft_side = draft_size(variant.preprocessing) if draft else None
@@ -63,6 +95,15 @@ def measure_model(args: argparse.Namespace, settings: Settings, images: list[byt
             n += 1
         return n / (time.perf_counter() - started)
 
+    def decode_cpu_ms() -> float:
+        """The service's own decode under its limits (service/decoding.py), CPU ms per image on one thread."""
+        rules = DecodeRules.from_settings(settings.limits, settings.timeouts.decode_s)
+        started, n = time.thread_time(), 0
+        while time.thread_time() - started < 2:
+            rules.pixels(images[n % len(images)], variant.preprocessing)
+            n += 1
+        return (time.thread_time() - started) * 1e3 / n
+
     diffs = [prepare(d, True).astype(float) - prepare(d, False) for d in images]
     mse = statistics.fmean(float(np.mean(d**2)) for d in diffs)
     return {
@@ -71,6 +112,14 @@ def measure_model(args: argparse.Namespace, settings: Settings, images: list[byt
         "images_per_s": batch_s[0],
         "batch_ms": batch_s[1],
         "batch1_ms": single[1],
+        # The machine's limit rests on the cheaper way to run the forward and on the service's own decode.
+        "forward_cpu_ms_per_image": min(batch_s[2], overlapped_ms),
+        "forward_cpu_ms_per_image_by_way": {
+            "lone batch, all threads": batch_s[2],
+            "overlapped, 1 thread each": overlapped_ms,
+        },
+        "batch1_forward_cpu_ms": single[2],  # concurrency 1: every batch is a batch of one
+        "decode_cpu_ms_per_image": decode_cpu_ms(),
         "decode_images_per_s_per_thread": {"exact": decode_rate(False), "jpeg_draft": decode_rate(True)},
         "draft_psnr_db": 10 * np.log10(255**2 / mse),
         "draft_mean_abs_diff": statistics.fmean(float(np.mean(np.abs(d))) for d in diffs),
@@ -90,12 +139,6 @@ def measure_service(args: argparse.Namespace, image_files: list[Path], mode: str
     return json.loads(out.read_text())
 
 
-def outside_model_ms(row: dict, key: str = "cpu_ms_per_request") -> float:
-    """CPU per answered request spent by everything but the model replica (the load generator excluded);
-    with key="marginal_cpu_ms_per_request", less what each role burns when idle."""
-    return sum(ms for role, ms in row[key].items() if role != MODEL_ROLE and "load generator" not in role)
-
-
 def plot(runs: list[dict], model_only: dict, title: str, path: Path) -> None:
     import matplotlib
 
@@ -104,8 +147,11 @@ def plot(runs: list[dict], model_only: dict, title: str, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for run, style in zip(runs, ("o-", "s--", "^:", "d-.", "x-"), strict=False):
-        rows = [r for r in run["rows"] if r["upload"] == "raw"]
-        ax.plot([r["images_per_s"] for r in rows], [r["p50_ms"] for r in rows], style, label=f"{run['mode']} p50")
+        upload = run["rows"][0]["upload"]
+        rows = [r for r in run["rows"] if r["upload"] == upload]
+        ax.plot(
+            [r["images_per_s"] for r in rows], [r["p50_ms"] for r in rows], style, label=f"{run['mode']} {upload} p50"
+        )
         for r in rows:
             ax.annotate(f"c={r['concurrency']}", (r["images_per_s"], r["p50_ms"]), textcoords="offset points",
                         xytext=(4, -12), fontsize=7)  # fmt: skip
@@ -119,49 +165,97 @@ def plot(runs: list[dict], model_only: dict, title: str, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def print_report(model_only: dict, runs: list[dict]) -> dict:
+def service_cpu_ms(row_cpu: dict[str, float]) -> float:
+    """CPU per request of every process of the service (the load generator excluded)."""
+    return sum(ms for role, ms in row_cpu.items() if "load generator" not in role)
+
+
+def machine_limit(model_only: dict, cores: int) -> float:
+    """images/s this machine allows: every core on the forward and the service's decode, nothing else."""
+    return cores * 1e3 / (model_only["forward_cpu_ms_per_image"] + model_only["decode_cpu_ms_per_image"])
+
+
+def forward_cpu_ms(model_only: dict, concurrency: int) -> float:
+    """The model alone's CPU per image at the batch the service runs: batches of one at concurrency 1."""
+    return model_only["batch1_forward_cpu_ms"] if concurrency == 1 else model_only["forward_cpu_ms_per_image"]
+
+
+def print_accounting(model_only: dict, run: dict) -> None:
+    """Every core-millisecond of a request, by process, at each concurrency: the forward and the decode (from the
+    model alone), what the rest of the replica and every other process spend, and the empty Serve pipeline."""
+    decode = model_only["decode_cpu_ms_per_image"]
+    forwards = [forward_cpu_ms(model_only, r["concurrency"]) for r in run["rows"]]
+    floor = run["serve_floor"]
+    roles = sorted({role for r in run["rows"] for role in r["cpu_ms_per_request"]} | set(floor["cpu_ms_per_request"]))
+    columns = "".join(f"{r['upload'][:4] + ' c=' + str(r['concurrency']):>12}" for r in run["rows"])
+    print(f"\n{run['mode']}: CPU ms per answered request by process (2 cores = 2000 ms per second)")
+    print(f"{'':44}{columns}{'empty c=' + str(floor['concurrency']):>12}{'idle ms/s':>11}")
+    for role in roles:
+        cells = "".join(f"{r['cpu_ms_per_request'].get(role, 0):>12.1f}" for r in run["rows"])
+        idle = run["idle_cpu_ms_per_s"].get(role, 0)
+        print(f"  {role:42}{cells}{floor['cpu_ms_per_request'].get(role, 0):>12.1f}{idle:>11.1f}")
+    totals = [service_cpu_ms(r["cpu_ms_per_request"]) for r in run["rows"]]
+    lines = {
+        "the service, all processes": totals,
+        "  of it the forward (the model alone)": forwards,
+        "  of it the decode (one thread)": [decode] * len(totals),
+        "  everything else": [t - f - decode for t, f in zip(totals, forwards, strict=True)],
+        "  model replica beyond the forward": [r["cpu_ms_per_request"].get(MODEL_ROLE, 0) - f
+                                               for r, f in zip(run["rows"], forwards, strict=True)],
+    }  # fmt: skip
+    for name, values in lines.items():
+        print(f"  {name:42}" + "".join(f"{v:>12.1f}" for v in values))
+    print(f"  {'empty Serve pipeline: c=1 p50 ms, c=' + str(floor['concurrency']) + ' requests/s':42}"
+          f"{floor['c1_p50_ms']:>12.1f}{floor['requests_per_s']:>12.1f}")  # fmt: skip
+
+
+def print_report(model_only: dict, runs: list[dict], cores: int) -> dict:
     print(f"\nmodel-only ({model_only['precision']}): {model_only['images_per_s']:.1f} images/s at batch "
           f"{model_only['batch_size']} ({model_only['batch_ms']:.0f} ms/batch), batch-1 {model_only['batch1_ms']:.1f} ms")  # fmt: skip
+    ways = ", ".join(f"{way} {ms:.1f}" for way, ms in model_only["forward_cpu_ms_per_image_by_way"].items())
+    print(f"forward CPU ms per image at batch {model_only['batch_size']}: {ways}")
     rates = model_only["decode_images_per_s_per_thread"]
     print(f"decode+resize per thread: {rates['exact']:.0f} images/s exact, {rates['jpeg_draft']:.0f} with JPEG draft "
-          f"(draft vs exact: PSNR {model_only['draft_psnr_db']:.1f} dB, mean |diff| {model_only['draft_mean_abs_diff']:.2f} of 255)")  # fmt: skip
+          f"(draft vs exact: PSNR {model_only['draft_psnr_db']:.1f} dB, mean |diff| {model_only['draft_mean_abs_diff']:.2f} of 255); "
+          f"the service's decode: {model_only['decode_cpu_ms_per_image']:.1f} ms CPU per image")  # fmt: skip
+    limit = machine_limit(model_only, cores)
+    print(f"this machine's limit: {cores} cores / (forward + decode) = {limit:.1f} images/s")
     header = (f"{'mode':14} {'upload':9} {'conc':>4} {'images/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'decode':>7} "
-              f"{'queue':>7} {'infer':>7} {'outside':>8} {'errors':>6}")  # fmt: skip
+              f"{'queue':>7} {'infer':>7} {'of limit':>8} {'errors':>6}")  # fmt: skip
     print("\n" + header + "\n" + "-" * len(header))
     for run in runs:
         for r in run["rows"]:
             print(f"{run['mode']:14} {r['upload']:9} {r['concurrency']:>4} {r['images_per_s']:>9.1f} {r['p50_ms']:>8.1f} "
                   f"{r['p99_ms']:>8.1f} {r['decode_ms']:>7.1f} {r['queue_ms']:>7.1f} {r['inference_ms']:>7.1f} "
-                  f"{outside_model_ms(r):>8.1f} {r['errors']:>6}")  # fmt: skip
-    print("(outside: CPU ms per answered request spent outside the model replica, load generator excluded)")
-    print("\nCPU ms per answered request, by process role (2 cores = 2000 ms per second), and idle ms per second:")
+                  f"{r['images_per_s'] / limit:>8.2f} {r['errors']:>6}")  # fmt: skip
     for run in runs:
-        roles = sorted({role for r in run["rows"] for role in r["cpu_ms_per_request"]})
-        columns = "".join(f"{r['upload'][:4] + ' c=' + str(r['concurrency']):>13}" for r in run["rows"])
-        print(f"{run['mode']:38}{columns}{'idle ms/s':>13}")
-        for role in roles:
-            cells = "".join(f"{r['cpu_ms_per_request'].get(role, 0):>13.1f}" for r in run["rows"])
-            print(f"  {role:36}{cells}{run['idle_cpu_ms_per_s'].get(role, 0):>13.1f}")
-        cells = "".join(f"{outside_model_ms(r, 'marginal_cpu_ms_per_request'):>13.1f}" for r in run["rows"])
-        print(f"  {'outside the model, less idle cost':36}{cells}")
-        print(f"  {'Ray Serve floor (empty pipeline), c=1 p50 ms':36}{run['serve_floor_ms']:>13.1f}")
+        print_accounting(model_only, run)
     shipped = runs[0]
-    raw = [r for r in shipped["rows"] if r["upload"] == "raw"]
-    top, c1 = max(raw, key=lambda r: r["concurrency"]), min(raw, key=lambda r: r["concurrency"])
+    first_upload = shipped["rows"][0]["upload"]
+    rows = [r for r in shipped["rows"] if r["upload"] == first_upload]
+    top, c1 = max(rows, key=lambda r: r["concurrency"]), min(rows, key=lambda r: r["concurrency"])
+    beyond = (
+        service_cpu_ms(top["cpu_ms_per_request"])
+        - forward_cpu_ms(model_only, top["concurrency"])
+        - model_only["decode_cpu_ms_per_image"]
+    )
     summary = {
         "mode": shipped["mode"],
-        "ratio_at_top_concurrency": top["images_per_s"] / model_only["images_per_s"],
+        "upload": first_upload,
         "top_concurrency": top["concurrency"],
+        "images_per_s_at_top_concurrency": top["images_per_s"],
+        "machine_limit_images_per_s": limit,
+        "share_of_limit": top["images_per_s"] / limit,
+        "ratio_at_top_concurrency": top["images_per_s"] / model_only["images_per_s"],
         "overhead_at_c1_ms": c1["p50_ms"] - model_only["batch1_ms"],
-        "replica_inference_at_c1_ms": c1["inference_ms"],
-        "outside_model_cpu_ms_at_top_concurrency": outside_model_ms(top),
-        "outside_model_marginal_cpu_ms_at_top_concurrency": outside_model_ms(top, "marginal_cpu_ms_per_request"),
-    }
-    print(f"\n{shipped['mode']}: ratio service/model at c={top['concurrency']}: {summary['ratio_at_top_concurrency']:.2f}; "
-          f"overhead at c=1: {summary['overhead_at_c1_ms']:.1f} ms (the replica's batch-1 forward: "
-          f"{c1['inference_ms']:.1f} ms, in-process {model_only['batch1_ms']:.1f} ms); CPU outside the model at "
-          f"c={top['concurrency']}: {summary['outside_model_cpu_ms_at_top_concurrency']:.1f} ms per request, "
-          f"{summary['outside_model_marginal_cpu_ms_at_top_concurrency']:.1f} less the idle cost")  # fmt: skip
+        "cpu_ms_beyond_forward_and_decode": beyond,
+        "empty_serve_pipeline_cpu_ms": service_cpu_ms(shipped["serve_floor"]["cpu_ms_per_request"]),
+    }  # fmt: skip
+    print(f"\n{shipped['mode']} ({first_upload}): c={top['concurrency']} {top['images_per_s']:.1f} images/s = "
+          f"{summary['share_of_limit']:.2f} of the machine's limit ({limit:.1f}), {summary['ratio_at_top_concurrency']:.2f} "
+          f"of the model alone; overhead at c=1 {summary['overhead_at_c1_ms']:.1f} ms; CPU per request beyond the "
+          f"forward and the decode {beyond:.1f} ms, of which an empty Serve pipeline spends "
+          f"{summary['empty_serve_pipeline_cpu_ms']:.1f}")  # fmt: skip
     return summary
 
 
@@ -198,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_only = json.loads(reused.read_text()) if args.reuse_model_only else measure_model(args, settings, images)
     (args.out / "model_only.json").write_text(json.dumps(model_only, indent=2))
     runs = [measure_service(args, image_files, mode) for mode in args.modes]
-    summary = print_report(model_only, runs)
+    summary = print_report(model_only, runs, int(machine["cores"]))
     stem = f"{args.model}_{model_only['precision']}"
     result = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "model_only": model_only,
               "service": runs, "summary": summary}  # fmt: skip

@@ -38,9 +38,8 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-# Ray's own processes, told apart (loadtest.process_cpu puts them in one role).
-RAY_PARTS = (("ServeController", "Serve controller"), ("gcs_server", "GCS"), ("raylet", "raylet"),
-             ("dashboard/agent.py", "dashboard agent"), ("runtime_env/agent", "runtime env agent"),
+# Ray's agents told apart (loadtest.process_cpu puts them in one role).
+RAY_PARTS = (("dashboard/agent.py", "dashboard agent"), ("runtime_env/agent", "runtime env agent"),
              ("log_monitor", "log monitor"), ("service.cli", "hornet-serve"))  # fmt: skip
 
 

@@ -71,11 +71,11 @@ def run(args: argparse.Namespace) -> dict:
                 )  # kept if a later step fails
                 print(f"  {args.mode}: {kind} c={c} {row['images_per_s']:.1f} images/s, p50 {row['p50_ms']:.0f} ms",
                       flush=True)  # fmt: skip
-        from loadtest.serve_floor import measure_floor_ms
+        from loadtest.serve_floor import measure_floor
 
-        floor_ms = measure_floor_ms(settings.port, images[0], min(5.0, args.seconds))
+        floor = measure_floor(settings.port, images[0], min(8.0, args.seconds), max(args.concurrency))
     return {"mode": args.mode, "env": MODES[args.mode], "settings": settings.model_dump(mode="json"), "rows": rows,
-            "idle_cpu_ms_per_s": idle_ms_per_s, "serve_floor_ms": floor_ms}  # fmt: skip
+            "idle_cpu_ms_per_s": idle_ms_per_s, "serve_floor": floor}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

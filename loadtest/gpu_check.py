@@ -13,14 +13,16 @@ GPU JPEG decode rate. No Ray, no service. Sections, each bounded by a share of `
    official and mmpretrain checkpoint layouts, the padded/graph fast path against eager;
 4. throughput: per variant, precision and mode (eager, CUDA graphs) images/s, p50/p90 latency and peak
    memory by batch size 1, 2, 4, ... until throughput stops growing (under 5% more than the best so far);
-5. GPU decode: torchvision's batched `decode_jpeg(device="cuda")` (+ an on-GPU resize) images/s;
-6. compile: torch.compile (+ CUDA graphs) at the best precision for batch 1 and the plateau batch;
-7. derived: the recommended precision, mode and batch size, replicas per GPU by memory, and gateway cores
+5. replica decode: the replica's decode path (nvJPEG on CUDA, Pillow on a CPU) against the exact CPU path: PSNR
+   of the model input, fallbacks, images/s, and top-1/top-5 agreement where a trained classifier is installed;
+6. GPU decode: torchvision's batched `decode_jpeg(device="cuda")` (+ an on-GPU resize) images/s;
+7. compile: torch.compile (+ CUDA graphs) at the best precision for batch 1 and the plateau batch;
+8. derived: the recommended precision, mode and batch size, replicas per GPU by memory, and gateway cores
    per GPU (GPU images/s over one core's decode rate).
 
-OUTDIR/gpu_check.json and OUTDIR/gpu_check.md are rewritten after every section, so a run stopped part way
-keeps what it measured; whatever the budget did not allow is recorded as skipped, with why. Exit status 1
-when a correctness check fails or a section raised.
+OUTDIR/gpu_check.json and OUTDIR/gpu_check.md (a table for every part of the JSON) are rewritten after every
+section, so a run stopped part way keeps what it measured; whatever the budget did not allow is recorded as
+skipped, with why. Exit status 1 when a correctness check fails or a section raised.
 """
 
 from __future__ import annotations
@@ -526,45 +528,73 @@ def derive(data: dict, plan: Plan) -> dict:
 # --------------------------------------------------------------------------------------------------- markdown
 
 
+# Each part's heading; any other (`throughput:<id>`, `compile`, one added later) is headed by its own name.
+HEADINGS = {
+    "environment": "Environment",
+    "correctness": "Correctness",
+    "decode": "Decode + resize on the CPU (Pillow, the gateway's path)",
+    "replica_decode": "Decode + resize in the replica (service/replica/jpeg.py) against the exact CPU path",
+    "gpu_decode": "torchvision decode_jpeg on the GPU",
+    "derived": "Derived",
+    "skipped": "Skipped",
+    "errors": "Errors",
+    "plan": "Plan",
+    "section_seconds": "Seconds per section",
+}
+SERIES_COLUMNS = ["precision", "mode", "runner", "batch_size", "images_per_s", "p50_ms", "p90_ms", "peak_gib",
+                  "seconds"]  # fmt: skip
+# The columns shown of a part's rows (by its name up to a `:`); any other part shows every column its rows have.
+COLUMNS = {
+    "correctness": ["check", "pass", "max_abs_diff", "tolerance", "top5_agreement", "top1_equal", "runner"],
+    "throughput": SERIES_COLUMNS,
+    "compile": SERIES_COLUMNS,
+    "decode": ["model", "jpeg", "jpeg_mb", "draft", "images_per_s_one_core", "images_per_s_all_cores",
+               "images_per_s_per_core_all_busy"],
+}  # fmt: skip
+
+
+def heading(name: str) -> str:
+    return HEADINGS.get(name, name)
+
+
 def _table(rows: list[dict], columns: list[str]) -> list[str]:
     lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     return lines + ["| " + " | ".join(str(r.get(c, "")) for c in columns) + " |" for r in rows]
 
 
+def _tables(name: str, value: object) -> list[list[str]]:
+    """One part of the report as tables: a list's rows, or a mapping's entries as rows (correctness: its checks;
+    derived: a row per model, then the gateway cores per GPU by JPEG size); none when it is empty."""
+    if name == "correctness":
+        checks = [{"check": k, **c} for k, c in value["checks"].items()]
+        return [*_tables("", {k: v for k, v in value.items() if k != "checks"}), _table(checks, COLUMNS[name])]
+    if name == "derived":
+        models = [
+            {"model": v, **{k: x for k, x in d.items() if k != "gateway_cores_per_gpu"}} for v, d in value.items()
+        ]
+        cores = [{"model": v, "jpeg": jpeg, "gateway cores per GPU": n}
+                 for v, d in value.items() for jpeg, n in d["gateway_cores_per_gpu"].items()]  # fmt: skip
+        return [*_tables("", models), *_tables("", cores)]
+    rows = [{"": k, "value": v} for k, v in value.items()] if isinstance(value, dict) else list(value or [])
+    columns = COLUMNS.get(name.split(":")[0]) or list(dict.fromkeys(k for row in rows for k in row))
+    return [_table(rows, columns)] if rows else []
+
+
 def markdown(data: dict) -> str:
+    """Every part of the JSON with something in it, each under its heading: the sections (the environment first,
+    the others in the order they ran), then what was skipped, the errors, the plan and each section's seconds."""
     s = data["sections"]
     env = s.get("environment", {})
     lines = [f"# GPU check: {env.get('gpu', env.get('device', '?'))}", ""]
-    if env:
-        lines += ["## Environment", "", *_table([{"": k, "value": v} for k, v in env.items()], ["", "value"]), ""]
-    if "correctness" in s:
-        checks = [{"check": k, **{f: v for f, v in c.items() if f != "pass"}, "pass": c["pass"]}
-                  for k, c in s["correctness"]["checks"].items()]  # fmt: skip
-        lines += ["## Correctness", "", *_table(checks, ["check", "pass", "max_abs_diff", "tolerance", "top5_agreement",
-                                                           "top1_equal", "runner"]), ""]  # fmt: skip
-    for name in [n for n in s if n.startswith(("throughput:", "compile"))]:
-        rows = s[name] or []
-        lines += [f"## {name}", "", *_table(rows, ["precision", "mode", "runner", "batch_size", "images_per_s",
-                                                    "p50_ms", "p90_ms", "peak_gib", "seconds"]), ""]  # fmt: skip
-    if s.get("decode"):
-        lines += ["## Decode + resize on the CPU (Pillow, the gateway's path)", "",
-                  *_table(s["decode"], ["model", "jpeg", "jpeg_mb", "draft", "images_per_s_one_core",
-                                        "images_per_s_all_cores", "images_per_s_per_core_all_busy"]), ""]  # fmt: skip
-    if s.get("gpu_decode"):
-        lines += ["## torchvision decode_jpeg on the GPU", "", *_table(s["gpu_decode"], list(s["gpu_decode"][0])), ""]
-    derived = s.get("derived") or {}
-    if derived:
-        rows = [
-            {"model": v, **{k: x for k, x in d.items() if k != "gateway_cores_per_gpu"}} for v, d in derived.items()
-        ]
-        cores = [{"model": v, "jpeg": jpeg, "gateway cores per GPU": n}
-                 for v, d in derived.items() for jpeg, n in d["gateway_cores_per_gpu"].items()]  # fmt: skip
-        lines += ["## Derived", "", *_table(rows, list(rows[0])), ""]
-        lines += [*_table(cores, list(cores[0])), ""] if cores else []
-    if data["skipped"]:
-        lines += ["## Skipped", "", *_table(data["skipped"], ["item", "why"]), ""]
-    if data["errors"]:
-        lines += ["## Errors", "", *_table(data["errors"], ["section", "error"]), ""]
+    parts = [
+        *sorted(s.items(), key=lambda part: part[0] != "environment"),
+        *(p for p in data.items() if p[0] != "sections"),
+    ]
+    for name, value in parts:
+        if tables := _tables(name, value):
+            lines += [f"## {heading(name)}", ""]
+            for table in tables:
+                lines += [*table, ""]
     return "\n".join(lines)
 
 

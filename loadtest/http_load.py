@@ -9,12 +9,14 @@ the status line and the headers it needs, spends 0.25-0.3 ms.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import socket
 import statistics
+import struct
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -53,14 +55,29 @@ def summarize(concurrency: int, load: LoadResult) -> dict:
     }  # fmt: skip
 
 
-def build_request(url: str, body: bytes, content_type: str) -> bytes:
+def build_request(url: str, body: bytes, content_type: str, headers: Mapping[str, str] | None = None) -> bytes:
     parts = urlsplit(url)
     target = parts.path + (f"?{parts.query}" if parts.query else "")
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
-        f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n"
+        f"POST {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nContent-Type: {content_type}\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n"
     )
     return head.encode("ascii") + body
+
+
+TRITON_HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+def triton_bytes_body(input_name: str, element: bytes) -> tuple[bytes, dict[str, str]]:
+    """One BYTES element (shape [1, 1]: a batch of one) as tritonclient.http sends it with the binary tensor
+    extension and no outputs named: the JSON inference header, then the element as 4-byte little-endian length
+    + bytes. Returns the body and the header that says where its JSON ends."""
+    raw = struct.pack("<I", len(element)) + element
+    tensor = {"name": input_name, "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": len(raw)}}
+    request = {"inputs": [tensor], "parameters": {"binary_data_output": True}}
+    header = json.dumps(request, separators=(",", ":")).encode()  # tritonclient's separators: the same bytes
+    return header + raw, {TRITON_HEADER_LENGTH: str(len(header))}
 
 
 def multipart(body: bytes, filename: str = "photo.jpg", boundary: str = "hornet-bench-boundary") -> tuple[bytes, str]:
@@ -97,10 +114,12 @@ async def closed_loop(
     seconds: float,
     content_type: str = "image/jpeg",
     on_response: Callable[[], None] = lambda: None,
+    headers: Mapping[str, str] | None = None,
 ) -> LoadResult:
-    """`concurrency` users, each on its own connection, post the bodies in turn for `seconds`."""
+    """`concurrency` users, each on its own connection, post the bodies in turn for `seconds`; `headers` go
+    with every request (e.g. `triton_bytes_body`'s)."""
     parts = urlsplit(url)
-    requests = [build_request(url, body, content_type) for body in bodies]
+    requests = [build_request(url, body, content_type, headers) for body in bodies]
     result = LoadResult()
     stop_at = time.perf_counter() + seconds
 
@@ -143,14 +162,14 @@ def free_port() -> int:
             return port
 
 
-def wait_ready(base_url: str, timeout_s: float, server: subprocess.Popen | None = None) -> None:
-    """Until GET /readyz answers 200; fails at once if `server` (the service's process) exits meanwhile."""
+def wait_ready(base_url: str, timeout_s: float, server: subprocess.Popen | None = None, path: str = "/readyz") -> None:
+    """Until GET `path` answers 200; fails at once if `server` (the service's process) exits meanwhile."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server is not None and server.poll() is not None:
             raise RuntimeError(f"the service exited with status {server.returncode}")
         try:
-            if httpx.get(f"{base_url}/readyz", timeout=5).status_code == 200:
+            if httpx.get(f"{base_url}{path}", timeout=5).status_code == 200:
                 return
         except httpx.TransportError:
             pass

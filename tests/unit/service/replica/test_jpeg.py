@@ -4,6 +4,7 @@ fallbacks one image at a time, mixed batches, and what the gateway sends it (ser
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from model import ImageDecodeError, ImageTooLargeError, get_variant
 from service.config import GatewaySettings, Limits
 from service.decoding import DecodeRules
 from service.http.decode import Decoder
-from service.replica.jpeg import EncodedJpeg, decode_jpegs, prepare_batch
+from service.replica.jpeg import EncodedJpeg, decode_jpegs, decode_on_cpu, prepare_batch
 from tests.support.images import encode, photo, psnr
 
 RECIPE = get_variant("hornet-t").preprocessing
@@ -113,3 +114,21 @@ def test_a_batch_of_the_gateways_pixels_never_calls_the_device_decoder():
     pixels = RULES.pixels(_jpeg(seed=6), RECIPE)
     prepared = prepare_batch([pixels, pixels], RECIPE, CPU, RULES, decode=no_decoder)
     assert prepared.pixels.shape == (2, 224, 224, 3) and prepared.fallbacks == 0
+
+
+def test_a_cpu_replica_decodes_as_the_gateway_does_on_every_thread_and_a_bad_image_fails_alone():
+    draft = DecodeRules.from_settings(Limits(), time_limit_s=5)  # the service's default: JPEG draft
+    uploads = [_jpeg(1024, 768, seed=1), _rotated(6), _jpeg(seed=3)]
+    corrupt = uploads[2][:600] + b"\x00" * 50
+    gateway_pixels = draft.pixels(encode(photo(seed=5), "PNG"), RECIPE)
+    items = [EncodedJpeg(uploads[0]), gateway_pixels, EncodedJpeg(corrupt), EncodedJpeg(uploads[1], 6)]
+    with ThreadPoolExecutor(2) as pool:
+        prepared = decode_on_cpu(items, RECIPE, draft, pool)
+    assert set(prepared.failed) == {2} and isinstance(prepared.failed[2], ImageDecodeError)
+    assert prepared.pixels.shape == (3, 224, 224, 3) and prepared.fallbacks == 0
+    for got, want in zip(
+        prepared.pixels,
+        [draft.pixels(uploads[0], RECIPE), gateway_pixels, draft.pixels(uploads[1], RECIPE)],
+        strict=True,
+    ):
+        assert np.array_equal(got.numpy(), want)  # the gateway's pixels, bit for bit
