@@ -110,6 +110,7 @@ def test_pixel_bomb_is_413_before_decoding(service):
 
 
 def test_unknown_routes_and_methods_are_json(service):
-    api_error(service.client.get("/v2/nothing"), 404, "not_found")
+    api_error(service.client.get("/v3/nothing"), 404, "not_found")
+    assert service.client.get("/v2/nothing").json() == {"error": "Not Found"}  # under /v2, in OIP's form
     api_error(service.client.get("/v1/classify"), 405, "method_not_allowed")
     api_error(service.client.get("/v1/models/resnet"), 404, "unknown_model")
