@@ -59,8 +59,9 @@ class LiveBatchSettings(_Strict):
 
 
 class BatchSettings(LiveBatchSettings):
-    """`@serve.batch` settings of one classifier deployment. The defaults are what `make bench` found
-    fastest on CPU (docs/performance.md#measurements-behind-the-codes-settings); a request that finds the replica idle starts at once (Classifier.classify)."""
+    """Batching of one classifier deployment (service/replica/batcher.py). The defaults are what `make bench` found
+    fastest on CPU (docs/performance.md#measurements-behind-the-codes-settings); a request that finds the replica
+    idle starts at once."""
 
     max_concurrent_batches: int = Field(2, ge=1, le=16)
 
@@ -104,8 +105,8 @@ class ClassifierSettings(_Strict):
     cuda_graphs: bool = Field(False, description="capture each batch size as a CUDA graph at start-up (GPU only)")
     decode: DecodeWhere = Field(
         "auto",
-        description="where JPEG uploads are decoded: gateway (CPU), replica (on the model's device, nvJPEG on "
-        "CUDA); auto: replica on CUDA replicas, gateway on CPU ones",
+        description="where JPEG uploads are decoded: gateway (CPU), replica (on the model's device: nvJPEG on "
+        "CUDA, every core before the batch's forward on CPU); auto: replica, measured faster on both",
     )
     batch: BatchSettings = BatchSettings()
     # Room for 4 batches per lane in the replica: requests beyond it wait in the gateway's router, which

@@ -40,7 +40,7 @@ class BulkJob(BaseModel):
     @property
     def device_decodes(self) -> bool:
         """JPEGs are decoded by the model actors on their device: `classifier.decode` replica, or auto on GPUs
-        (as a classifier replica decides)."""
+        (on CPU nodes the pipeline's own decode tasks take every core the actors leave)."""
         decode = self.variant.classifier.decode
         return decode == "replica" or (decode == "auto" and self.num_gpus > 0)
 

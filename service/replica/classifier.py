@@ -18,6 +18,7 @@ from service.config import LiveBatchSettings, VariantSettings
 from service.decoding import DecodeRules
 from service.http.schemas import ModelInfo
 from service.metrics import ClassifierMetrics
+from service.replica.batcher import LaneBatcher
 from service.replica.jpeg import EncodedJpeg, Prepared, decode_on_cpu, prepare_batch
 from service.replica.predictor import load_predictor
 from service.replica.torch_lanes import TorchLanes
@@ -40,6 +41,15 @@ class Classification:
     inference_s: float
 
 
+@dataclass(frozen=True)
+class _Queued:
+    """One image waiting for its batch."""
+
+    image: np.ndarray | EncodedJpeg
+    top_k: int
+    arrived: float
+
+
 @serve.deployment
 class Classifier:
     """Loads once (weights, precision, device: a change means a new replica); batch size and wait come
@@ -54,11 +64,10 @@ class Classifier:
         self._warmed_up_to = 0
         self._in_flight = 0
         self._lanes = TorchLanes(cfg.batch.max_concurrent_batches, cfg.cpu_threads)
-        self._batched = serve.batch(
-            max_batch_size=self._batch.max_batch_size,
-            batch_wait_timeout_s=self._batch.batch_wait_timeout_s,
-            max_concurrent_batches=cfg.batch.max_concurrent_batches,
-        )(self._run_batch)
+        self._batcher: LaneBatcher[_Queued, Classification] = LaneBatcher(
+            self._run_batch, cfg.batch.max_concurrent_batches, self._batch.max_batch_size,
+            self._batch.batch_wait_timeout_s,
+        )  # fmt: skip
         try:
             self.info = self._lanes.run_setup(lambda: self._load(settings))
         except (CheckpointError, WeightsUnavailable) as exc:
@@ -73,8 +82,8 @@ class Classifier:
         self.recipe = get_variant(settings.model_id).preprocessing
         self.rules = DecodeRules.for_variant(settings)
         decode = settings.classifier.decode
-        if decode == "auto":
-            decode = "replica" if self.predictor.device.type == "cuda" else "gateway"
+        if decode == "auto":  # on CPU too: docs/performance.md#where-a-requests-cpu-goes
+            decode = "replica"
         on_cpu = decode == "replica" and self.predictor.device.type == "cpu"
         threads = settings.classifier.cpu_threads or os.cpu_count() or 1
         self._cpu_decode_pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if on_cpu else None
@@ -97,7 +106,8 @@ class Classifier:
         if self.info.ready and self._batch.max_batch_size > self._warmed_up_to:
             self._warm_up(self._warmed_up_to + 1, self._batch.max_batch_size)
             self._warmed_up_to = self._batch.max_batch_size
-        self._batched.set_max_batch_size(self._batch.max_batch_size)
+        self._batcher.max_batch_size = self._batch.max_batch_size
+        self._batcher.batch_wait_s = self._batch.batch_wait_timeout_s
         log.info("%s: batching %s", self.model_id, self._batch)
 
     def _warm_up(self, first: int, last: int) -> None:
@@ -112,6 +122,10 @@ class Classifier:
     def describe(self) -> ModelInfo:
         return self.info
 
+    def in_flight(self) -> int:
+        """Images queued or running in this replica, for the stop's drain (service.local.drain_gateways)."""
+        return self._in_flight
+
     async def classify(self, image: np.ndarray | EncodedJpeg, top_k: int) -> Classification:
         """Top-k for one image: the gateway's pixels, or a JPEG this replica decodes (ModelInfo.decode). An
         image that no decoder takes raises the model's ImageDecodeError (or ImageTooLargeError) for it alone."""
@@ -123,13 +137,11 @@ class Classifier:
         the next batch is cut, so they share batches. The first image that fails raises its error."""
         if not self.info.ready:
             raise ModelNotLoaded(f"{self.model_id} failed to load: {self.info.reason}")
-        # Adaptive batch wait: a request that arrives to an idle replica starts its batch at once (no
-        # latency paid for company that is not coming); under load the configured wait gathers batches.
-        self._batched.set_batch_wait_timeout_s(self._batch.batch_wait_timeout_s if self._in_flight else 0.0)
         self._in_flight += len(images)
         arrived = time.perf_counter()
         try:
-            results = await asyncio.gather(*(self._batched(image, top_k, arrived) for image in images))
+            answers = self._batcher.submit([_Queued(image, top_k, arrived) for image in images])
+            results = await asyncio.gather(*answers, return_exceptions=True)
         finally:
             self._in_flight -= len(images)
         failed = next((result for result in results if isinstance(result, Exception)), None)
@@ -137,10 +149,10 @@ class Classifier:
             raise failed
         return results
 
-    async def _run_batch(
-        self, images: list[np.ndarray | EncodedJpeg], top_ks: list[int], arrived: list[float]
-    ) -> list[Classification | Exception]:
+    async def _run_batch(self, queued: list[_Queued]) -> list[Classification | Exception]:
         started = time.perf_counter()
+        images = [q.image for q in queued]
+        top_ks = [q.top_k for q in queued]
 
         def run() -> tuple[Prepared, np.ndarray, np.ndarray]:
             if self._cpu_decode_pool is not None:
@@ -162,7 +174,7 @@ class Classifier:
             self.metrics.decode_fallbacks.inc(len(prepared.failed), tags={**tags, "reason": "undecodable"})
         results: list[Classification | Exception] = []
         row = 0
-        for i, (k, t0) in enumerate(zip(top_ks, arrived, strict=True)):
+        for i, (k, t0) in enumerate((q.top_k, q.arrived) for q in queued):
             self.metrics.queue_wait.observe(started - t0, tags=tags)
             if i in prepared.failed:
                 results.append(prepared.failed[i])

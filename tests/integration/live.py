@@ -18,11 +18,12 @@ TEST_SETTINGS = {
     "device": "cpu",
     "classifier": {
         "cpu_threads": 1,
+        "decode": "gateway",
         "batch": {"max_batch_size": 4, "batch_wait_timeout_s": 0.05, "max_concurrent_batches": 1},
         "max_ongoing_requests": 4,
         "max_queued_requests": 8,
     },
-    # hornet-l-gf384 decodes JPEG uploads in its replica (as CUDA replicas do by default), hornet-t in the gateway.
+    # hornet-l-gf384 decodes JPEG uploads in its replica (the default, `auto`), hornet-t in the gateway.
     "per_model": {"hornet-l-gf384": {"batch": {"max_batch_size": 1}, "max_queued_requests": 8, "decode": "replica"}},
     "limits": {"max_body_bytes": 6_000_000, "max_pixels": 20_000_000, "max_top_k": 50, "max_header_bytes": 8192},
     "timeouts": {"inference_s": 60, "body_read_s": 5},

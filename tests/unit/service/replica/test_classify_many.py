@@ -1,4 +1,4 @@
-"""Classifier.classify_many without Ray: the real deployment class and its @serve.batch, over a stand-in
+"""Classifier.classify_many without Ray: the real deployment class and its batcher, over a stand-in
 predictor that records the batches it runs. A request's images must share a batch, not wait for one each."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from ray import serve
 
 from model import ImageDecodeError
 from service.config import Settings
@@ -41,8 +40,6 @@ def replica(monkeypatch) -> tuple[Any, StandInPredictor]:
     loaded = SimpleNamespace(predictor=predictor, num_classes=1000, params=1, weights_status="random-init",
                              weights=SimpleNamespace(description="stand-in"))  # fmt: skip
     monkeypatch.setattr(classifier_module, "load_predictor", lambda settings: loaded)
-    context = SimpleNamespace(_deployment_config=SimpleNamespace(max_ongoing_requests=64))  # what @serve.batch asks
-    monkeypatch.setattr(serve, "get_replica_context", lambda: context)
     batch = {"max_batch_size": 8, "batch_wait_timeout_s": 0.5}
     settings = Settings.model_validate(
         {"models": ["hornet-t"], "device": "cpu", "weights_policy": "random", "classifier": {"batch": batch}}
@@ -68,6 +65,7 @@ def test_a_requests_images_share_one_batch_at_once_and_answer_in_order(replica):
 
     results, took_s = asyncio.run(go())
     assert predictor.batches == [3]
+    assert deployment.info.decode == "replica"  # `auto` on a CPU replica too
     assert [r.indices for r in results] == [[7, 8], [3, 4], [9, 10]]
     assert took_s < 0.4  # an idle replica does not wait batch_wait_timeout_s (0.5 s) for company
 
