@@ -37,6 +37,7 @@ from service.decoding import DecodeRules
 from tests.support.images import encode, photo
 
 MODEL_ROLE = "model replica"
+PARTS = ("forward", "decode")  # the threads loadtest.process_cpu tells apart
 
 
 def _best_window(predictor: BatchPredictor, batch_size: int, seconds: float) -> tuple[float, float, float]:
@@ -170,6 +171,11 @@ def service_cpu_ms(row_cpu: dict[str, float]) -> float:
     return sum(ms for role, ms in row_cpu.items() if "load generator" not in role)
 
 
+def part_cpu_ms(row_cpu: dict[str, float], part: str) -> float:
+    """CPU per request of the service's threads that do `part` ("forward", "decode"), in whichever process."""
+    return sum(ms for role, ms in row_cpu.items() if role.endswith(f": {part}"))
+
+
 def machine_limit(model_only: dict, cores: int) -> float:
     """images/s this machine allows: every core on the forward and the service's decode, nothing else."""
     return cores * 1e3 / (model_only["forward_cpu_ms_per_image"] + model_only["decode_cpu_ms_per_image"])
@@ -181,8 +187,9 @@ def forward_cpu_ms(model_only: dict, concurrency: int) -> float:
 
 
 def print_accounting(model_only: dict, run: dict) -> None:
-    """Every core-millisecond of a request, by process, at each concurrency: the forward and the decode (from the
-    model alone), what the rest of the replica and every other process spend, and the empty Serve pipeline."""
+    """Every core-millisecond of a request, by process, at each concurrency: the forward and the decode as their
+    threads spent them (beside what the model and the decode alone spend), what the rest of the replica and every
+    other process spend, and the empty Serve pipeline."""
     decode = model_only["decode_cpu_ms_per_image"]
     forwards = [forward_cpu_ms(model_only, r["concurrency"]) for r in run["rows"]]
     floor = run["serve_floor"]
@@ -195,13 +202,15 @@ def print_accounting(model_only: dict, run: dict) -> None:
         idle = run["idle_cpu_ms_per_s"].get(role, 0)
         print(f"  {role:42}{cells}{floor['cpu_ms_per_request'].get(role, 0):>12.1f}{idle:>11.1f}")
     totals = [service_cpu_ms(r["cpu_ms_per_request"]) for r in run["rows"]]
+    measured = {part: [part_cpu_ms(r["cpu_ms_per_request"], part) for r in run["rows"]] for part in PARTS}
     lines = {
         "the service, all processes": totals,
-        "  of it the forward (the model alone)": forwards,
-        "  of it the decode (one thread)": [decode] * len(totals),
-        "  everything else": [t - f - decode for t, f in zip(totals, forwards, strict=True)],
-        "  model replica beyond the forward": [r["cpu_ms_per_request"].get(MODEL_ROLE, 0) - f
-                                               for r, f in zip(run["rows"], forwards, strict=True)],
+        "  of it the forward (its threads)": measured["forward"],
+        "    the model alone would spend": forwards,
+        "  of it the decode (its threads)": measured["decode"],
+        "    the decode alone would spend": [decode] * len(totals),
+        "  everything else": [t - f - d for t, f, d in zip(totals, measured["forward"], measured["decode"], strict=True)],
+        "    of it in the model replica": [r["cpu_ms_per_request"].get(MODEL_ROLE, 0) for r in run["rows"]],
     }  # fmt: skip
     for name, values in lines.items():
         print(f"  {name:42}" + "".join(f"{v:>12.1f}" for v in values))
@@ -236,8 +245,8 @@ def print_report(model_only: dict, runs: list[dict], cores: int) -> dict:
     top, c1 = max(rows, key=lambda r: r["concurrency"]), min(rows, key=lambda r: r["concurrency"])
     beyond = (
         service_cpu_ms(top["cpu_ms_per_request"])
-        - forward_cpu_ms(model_only, top["concurrency"])
-        - model_only["decode_cpu_ms_per_image"]
+        - part_cpu_ms(top["cpu_ms_per_request"], "forward")
+        - part_cpu_ms(top["cpu_ms_per_request"], "decode")
     )
     summary = {
         "mode": shipped["mode"],

@@ -250,6 +250,7 @@ def measure_hornet_serve(args: argparse.Namespace, image_files: list[Path]) -> d
         sys.executable, "-m", "loadtest.bench_service", "--mode", "shipped", "--model", args.model,
         "--images", *map(str, image_files), "--uploads", "multipart",
         "--concurrency", ",".join(map(str, args.concurrency)), "--seconds", str(args.seconds), "--json", str(out),
+        "--settings", json.dumps(args.settings),
     ]  # fmt: skip
     print(f"{HORNET_SERVE}: starting (loadtest.bench_service --mode shipped)", flush=True)
     subprocess.run(command, cwd=REPO, env={**os.environ, **MODES["shipped"]}, check=True)
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default="hornet-t")
     p.add_argument("--servers", type=lambda s: s.split(","), default=[*PEERS, HORNET_SERVE],
                    help=f"which to run, in this order: {', '.join([*PEERS, HORNET_SERVE])}")  # fmt: skip
+    p.add_argument("--settings", type=json.loads, default={}, help="hornet-serve's settings on top of its defaults")
     p.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 16])
     p.add_argument("--seconds", type=float, default=15, help="each measurement window (after a 3 s warm-up)")
     p.add_argument("--image-size", default="1024x768", help="WxH of the JPEG photos sent")

@@ -11,6 +11,8 @@ from collections import Counter
 
 import psutil
 
+from service.thread_names import DECODE, FORWARD
+
 # Substrings of the service's process titles, first match wins (the gateway is a ServeReplica too).
 SERVICE_ROLES = (
     ("ServeReplica:hornet:Gateway", "gateway"),
@@ -36,15 +38,38 @@ def role_of(process: psutil.Process) -> str | None:
     return role or (RAY_OWN if any(key in title for key in RAY_PROCESSES) else None)
 
 
+# The service's named threads (service/thread_names.py): a process's CPU in them counts as "<role>: <part>".
+THREAD_PARTS = {FORWARD: "forward", DECODE: "decode"}
+
+
 def cpu_seconds_by_role() -> Counter[str]:
-    """User + system CPU seconds so far of every process on the machine that has a role."""
+    """User + system CPU seconds so far of every process on the machine that has a role, the forward and decode
+    threads of a process apart from the rest of it ("model replica: forward", "model replica")."""
     totals: Counter[str] = Counter()
     for process in psutil.process_iter():
         try:
             role = role_of(process)
             if role:
                 times = process.cpu_times()
-                totals[role] += times.user + times.system
+                rest = times.user + times.system
+                for part, seconds in named_thread_seconds(process).items():
+                    totals[f"{role}: {part}"] += seconds
+                    rest -= seconds
+                totals[role] += rest
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
     return totals
+
+
+def named_thread_seconds(process: psutil.Process) -> Counter[str]:
+    """CPU seconds of the process's live threads by THREAD_PARTS (Linux: /proc/<pid>/task/<tid>/comm)."""
+    parts: Counter[str] = Counter()
+    for thread in process.threads():
+        try:
+            with open(f"/proc/{process.pid}/task/{thread.id}/comm") as comm:
+                part = THREAD_PARTS.get(comm.read().strip())
+        except OSError:  # the thread ended, or no /proc
+            continue
+        if part:
+            parts[part] += thread.user_time + thread.system_time
+    return parts

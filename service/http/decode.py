@@ -24,6 +24,7 @@ from model.preprocess import exif_orientation
 from service.config import GatewaySettings
 from service.decoding import DecodeRules, device_decodable
 from service.replica.jpeg import EncodedJpeg
+from service.thread_names import DECODE, name_this_thread
 
 T = TypeVar("T")
 M_ARENA_MAX = -8  # glibc's malloc.h
@@ -46,9 +47,10 @@ class DecodeQueueFull(Exception):
     """A lane's threads and queue are all taken."""
 
 
-def _lower_priority(nice: int) -> None:
-    """Runs in each new thread of a lane: Linux gives every thread its own niceness (only ever raised, which
-    needs no privilege)."""
+def _start_thread(nice: int) -> None:
+    """Runs in each new thread of a lane: its OS name, and its niceness (Linux gives every thread its own; only
+    ever raised, which needs no privilege)."""
+    name_this_thread(DECODE)
     if nice:
         thread = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, thread, min(19, os.getpriority(os.PRIO_PROCESS, thread) + nice))
@@ -62,7 +64,7 @@ class Lane:
         self.name = name
         self.capacity = threads + queue
         self.admitted = 0
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=_lower_priority,
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name, initializer=_start_thread,
                                         initargs=(nice,))  # fmt: skip
 
     async def run(self, fn: Callable[..., T], *args: object) -> T:

@@ -23,6 +23,7 @@ from service.replica.jpeg import EncodedJpeg, Prepared, decode_on_cpu, prepare_b
 from service.replica.predictor import load_predictor
 from service.replica.torch_lanes import TorchLanes
 from service.replica.weights import WeightsUnavailable
+from service.thread_names import DECODE, name_this_thread
 
 log = logging.getLogger("ray.serve")
 
@@ -86,7 +87,11 @@ class Classifier:
             decode = "replica"
         on_cpu = decode == "replica" and self.predictor.device.type == "cpu"
         threads = settings.classifier.cpu_threads or os.cpu_count() or 1
-        self._cpu_decode_pool = ThreadPoolExecutor(threads, thread_name_prefix="decode") if on_cpu else None
+        self._cpu_decode_pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="decode", initializer=name_this_thread, initargs=(DECODE,))
+            if on_cpu
+            else None
+        )
         return ModelInfo(
             id=self.model_id,
             ready=True,

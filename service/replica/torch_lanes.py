@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import torch
 
+from service.thread_names import FORWARD, name_this_thread
+
 T = TypeVar("T")
 
 
@@ -27,8 +29,9 @@ class TorchLanes:
     def __init__(self, lanes: int, threads: int | None = None) -> None:
         self.threads_alone = threads or os.cpu_count() or 1
         self.threads_shared = max(1, self.threads_alone // lanes)
-        self._wide = ThreadPoolExecutor(1, thread_name_prefix="torch-wide")
-        self._narrow = ThreadPoolExecutor(max(1, lanes - 1), thread_name_prefix="torch")
+        named = {"initializer": name_this_thread, "initargs": (FORWARD,)}
+        self._wide = ThreadPoolExecutor(1, thread_name_prefix="torch-wide", **named)
+        self._narrow = ThreadPoolExecutor(max(1, lanes - 1), thread_name_prefix="torch", **named)
         self._wide_busy = False
         self._running = 0
 
