@@ -2,7 +2,7 @@
 
 `hornet-serve` drains its own app on exit (`service.local.local_service`); a cluster started with `ray start`
 and `serve deploy` (the image's entry point under docker compose) runs this on SIGTERM, before `ray stop`:
-each app's gateways finish what they hold (`local.drain_gateways`), then Serve shuts down.
+each app's replicas finish what they hold, by their own counts (`local.drain_gateways`), then Serve shuts down.
 """
 
 from __future__ import annotations

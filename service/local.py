@@ -22,7 +22,7 @@ from service.config import Settings
 from service.http.haproxy import REQUEST_TIMEOUT_ENV
 from service.http.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
 from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
-from service.serve_config import GATEWAY, serve_config
+from service.serve_config import serve_config
 
 log = logging.getLogger(__name__)
 
@@ -132,24 +132,35 @@ def serve_actors(marker: str = "") -> set[str]:
             if a["namespace"] == "serve" and marker in a["name"]}  # fmt: skip
 
 
+def held_requests(_replica: object) -> int:
+    """Run in a Serve replica actor (`__ray_call__`): what its deployment holds, by its own count (`in_flight()`:
+    the Gateway's HTTP requests, a Classifier's queued and running images)."""
+    from ray import serve
+
+    deployment = serve.get_replica_context().servable_object
+    return deployment.in_flight() if deployment is not None else 0  # None: still starting, it holds nothing
+
+
 def drain_gateways(app_name: str, timeout_s: float) -> None:
-    """Wait (at most `timeout_s`) until no gateway replica has a request in flight.
+    """Wait (at most `timeout_s`) until no replica of the app holds a request.
 
     Deleting an app stops all of its deployments at once: each replica finishes what it has, but a classifier
     that stopped first leaves a gateway's later call waiting for a replica that never comes (a 504 after
-    `timeouts.inference_s`). So the gateways drain first; two zero counts in a row, 0.5 s apart, cover a
-    request that was still on its way from the ingress."""
+    `timeouts.inference_s`). So the app drains first, by the replicas' own counts (Serve's count of a replica's
+    ongoing requests read 0 while requests were on their way): each gateway's requests, from their arrival until
+    the response is sent, and each classifier's queue, which callers other than the gateways may fill. Two zeros
+    in a row, 0.5 s apart, cover a request still on its way from the ingress (HAProxy holds a body until it
+    has all of it)."""
     import ray
 
-    gateways = [ray.get_actor(name, namespace="serve") for name in serve_actors(f"{app_name}#{GATEWAY}#")]
+    replicas = [ray.get_actor(name, namespace="serve") for name in serve_actors(f"SERVE_REPLICA::{app_name}#")]
 
     def in_flight() -> int:
-        # Serve's own count of a replica's ongoing requests (answered on a thread of its own).
-        return sum(ray.get([gateway.get_num_ongoing_requests.remote() for gateway in gateways], timeout=10))
+        return sum(ray.get([replica.__ray_call__.remote(held_requests) for replica in replicas], timeout=10))
 
     started = time.monotonic()
     ongoing = in_flight()
-    log.info("draining %d gateway replica(s) of %s: %d requests in flight", len(gateways), app_name, ongoing)
+    log.info("draining %s: %d replica(s), %d requests in flight", app_name, len(replicas), ongoing)
     zeros = 0
     while True:
         zeros = zeros + 1 if ongoing == 0 else 0
@@ -157,7 +168,7 @@ def drain_gateways(app_name: str, timeout_s: float) -> None:
             break
         time.sleep(0.5)
         ongoing = in_flight()
-    log.info("gateways drained in %.1f s (%d requests still in flight)", time.monotonic() - started, ongoing)
+    log.info("%s drained in %.1f s (%d requests still in flight)", app_name, time.monotonic() - started, ongoing)
 
 
 @contextmanager

@@ -98,6 +98,30 @@ class HeaderLimit:
 app.add_middleware(HeaderLimit)
 
 
+class InFlight:
+    """The HTTP requests this replica holds, in `app.state.in_flight`: from the ASGI entry until the response is
+    sent. The stop's drain waits on it (service.local.drain_gateways): Serve's own count of a replica's ongoing
+    requests read 0 while requests were on their way. Every route counts: /readyz and /v1/models ask the
+    classifiers too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = scope["app"].state
+        state.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            state.in_flight -= 1
+
+
+app.add_middleware(InFlight)  # the outermost: a request refused by HeaderLimit is counted too
+
+
 def _error_response(scope: Scope, error: errors.ApiError) -> JSONResponse:
     """The error in its protocol's form: OIP's `{"error": message}` under /v2, else /v1's."""
     if rest_oip.is_oip(scope["path"]):
@@ -153,6 +177,7 @@ class Gateway:
         self.keys = KeyStore(Path(auth.keys_file)) if auth.enabled and auth.keys_file else None
         self.buckets = TokenBuckets(auth.rate_per_s, auth.burst) if self.keys and auth.rate_per_s else None
         app.state.max_header_bytes = settings.limits.max_header_bytes
+        app.state.in_flight = 0
 
     # --- /v1/classify, stage by stage --------------------------------------------------------------
 
@@ -339,6 +364,10 @@ class Gateway:
 
     def _refused(self, reason: str) -> None:
         self.metrics.decode_refusals.inc(tags={"reason": reason})
+
+    def in_flight(self) -> int:
+        """The HTTP requests this replica holds (InFlight), for the stop's drain."""
+        return app.state.in_flight
 
     # --- the other routes ------------------------------------------------------------------------
 

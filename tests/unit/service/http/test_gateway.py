@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -394,3 +395,45 @@ def test_a_jpeg_the_replica_could_not_decode_is_the_clients_error(serve_app, cau
     classifiers["hornet-t"].behaviour = fail
     response = run(client.post("/v1/classify", content=JPEG, headers=RAW))
     assert str(cause) == api_error(response, status, error_type)["message"]
+
+
+# ---- the count the stop's drain waits on ----------------------------------------------------------------
+
+
+def test_the_gateway_counts_each_request_from_its_arrival_until_its_answer(serve_app):
+    """service.local.drain_gateways waits on Gateway.in_flight(): classifications on either protocol while they wait
+    for their classifier, and a quick answer (here a 404) only while it is being answered."""
+    client, classifiers = serve_app()
+    gateway = gateway_module.serve.get_replica_context().servable_object
+    stand_in, waiting, answer = classifiers["hornet-t"], [], asyncio.Event()
+
+    async def held(pixels, top_k):
+        waiting.append(pixels)
+        await answer.wait()
+        return stand_in._answer(pixels, top_k)
+
+    stand_in.behaviour = held
+    spec = {"name": "image", "datatype": "BYTES", "shape": [1], "parameters": {"binary_data_size": len(JPEG) + 4}}
+    oip_json = json.dumps({"inputs": [spec]}).encode()  # then the binary extension: a 4-byte length, the file
+    oip = {"content": oip_json + len(JPEG).to_bytes(4, "little") + JPEG,
+           "headers": {"Inference-Header-Content-Length": str(len(oip_json))}}  # fmt: skip
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        counts = [gateway.in_flight()]
+        requests = [client.post("/v1/classify", content=JPEG, headers=RAW) for _ in range(2)]
+        requests.append(client.post("/v2/models/hornet-t/infer", **oip))
+        answers = asyncio.gather(*requests)
+        for _ in range(500):
+            await asyncio.sleep(0.01)
+            if len(waiting) == 3:
+                break
+        counts.append(gateway.in_flight())
+        refused = await client.post("/v1/classify?model=resnet-50", content=JPEG, headers=RAW)
+        counts.append(gateway.in_flight())
+        answer.set()
+        statuses = [refused.status_code] + [response.status_code for response in await answers]
+        return counts + [gateway.in_flight()], statuses
+
+    counts, statuses = run(scenario())
+    assert statuses == [404, 200, 200, 200]
+    assert counts == [0, 3, 3, 0]
