@@ -76,6 +76,12 @@ def _serve_then_stop(cli, port, metrics_port, log, log_path):
             wait_ready(base, timeout_s=180, server=proc)
         except RuntimeError as exc:
             pytest.fail(f"{exc}\n{log_path.read_text()[-3000:]}")
+        # From /readyz's first 200 on, the ingress may still reload (docs/http.md#connection-close-after-a-reload):
+        # clients that follow HTTP lose no request to it.
+        outcomes = _hammer(base, seconds=10)
+        closed = sum(connection == "close" for _, connection in outcomes)
+        print(f"{len(outcomes)} requests from the first ready on, {closed} answered with Connection: close")
+        assert {status for status, _ in outcomes} == {200}, outcomes
         # /readyz can answer before hornet-serve has finished starting (Serve still waits for its proxies); a
         # SIGTERM then stops it cleanly (test above) without a drain. Drain is promised once it says ready.
         assert poll(lambda: "hornet-serve ready on" in log_path.read_text(), timeout_s=120, interval_s=0.5)
@@ -94,6 +100,27 @@ def _serve_then_stop(cli, port, metrics_port, log, log_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _hammer(base: str, seconds: float, clients: int = 3) -> list[tuple[int | str, str | None]]:
+    """Keep-alive clients (httpx, which follows `Connection: close`), each classifying one image after another for
+    `seconds`: every answer's status (or error) and Connection header."""
+    image = encode(photo(160, 120), "JPEG")
+
+    def client() -> list[tuple[int | str, str | None]]:
+        outcomes: list[tuple[int | str, str | None]] = []
+        deadline = time.monotonic() + seconds
+        with httpx.Client(base_url=base, timeout=60) as http:
+            while time.monotonic() < deadline:
+                try:
+                    answer = http.post("/v1/classify", content=image, headers={"Content-Type": "image/jpeg"})
+                    outcomes.append((answer.status_code, answer.headers.get("connection")))
+                except httpx.TransportError as exc:
+                    outcomes.append((type(exc).__name__, None))
+        return outcomes
+
+    with ThreadPoolExecutor(clients) as pool:
+        return [outcome for each in [pool.submit(client) for _ in range(clients)] for outcome in each.result()]
 
 
 def test_a_process_group_sigterm_leaves_no_process_and_the_port_to_the_next_start(tmp_path):

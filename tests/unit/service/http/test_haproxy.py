@@ -33,6 +33,7 @@ from service.http.haproxy import (
 from service.local import haproxy_wrapper
 from service.ray_env import HAPROXY_BINARY_ENV, HAPROXY_BUFFER_BYTES, RAY_ENV
 from tests.support import DATA, ROOT
+from tests.support.helpers import poll
 
 REQUEST_TIMEOUT_S = 3  # the gateway's timeouts.body_read_s, as `hornet-serve` passes it
 
@@ -282,6 +283,47 @@ def test_a_gateway_replica_that_dies_mid_request_is_replayed_not_a_closed_connec
         second = client.post("/v1/classify", content=image)  # the replica dies on this one
     assert (first.status_code, first.text) == (200, "replica")
     assert (second.status_code, second.text) == (200, "fallback")
+
+
+def test_a_reload_answers_the_next_request_of_each_connection_with_connection_close(tmp_path):
+    """Ray reloads haproxy whenever the gateway replicas change (docs/http.md#connection-close-after-a-reload): the new
+    process takes the listeners over (`-x`) and the old one answers the next request on each of its connections, an
+    idle one included (`option idle-close-on-response`), with `Connection: close`, then closes it. A client that
+    follows HTTP opens a new connection and loses nothing; one that sends on after that answer gets none."""
+    server = HealthyProxy()
+    request = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+    with (
+        running_haproxy(tmp_path, replica_port=server.port, fallback_port=server.port) as (url, config_path),
+        httpx.Client(base_url=url, timeout=10) as client,
+        socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=10) as ignorer,
+    ):
+        before = client.get("/v1/models")
+        ignorer.sendall(request)
+        _read_request(ignorer)
+        old = next(p for p in psutil.Process().children() if p.name() == "haproxy")
+        # As Ray's HAProxy manager reloads: a new process, handed the listeners, soft-stops the old one.
+        args = ["-db", "-f", str(config_path), "-sf", str(old.pid), "-x", str(tmp_path / "admin.sock")]
+        new = subprocess.Popen([haproxy_wrapper(), *args], env={**os.environ, HAPROXY_BINARY_ENV: haproxy_wrapper()},
+                               stderr=subprocess.DEVNULL)  # fmt: skip
+
+        def old_listens() -> bool:
+            return any(c.status == psutil.CONN_LISTEN for c in old.net_connections("tcp"))
+
+        try:
+            assert poll(lambda: not old_listens(), timeout_s=20, interval_s=0.05), "the old haproxy still listens"
+            after = client.get("/v1/models")  # on the connection the old process kept
+            again = client.get("/v1/models")  # on a new one: the new process
+            ignorer.sendall(request)
+            closing = _read_request(ignorer)
+            ignorer.sendall(request)
+            with pytest.raises(OSError):
+                _read_request(ignorer)
+        finally:
+            new.terminate()
+            new.wait(10)
+    outcomes = [(r.status_code, r.headers.get("connection")) for r in (before, after, again)]
+    assert outcomes == [(200, None), (200, "close"), (200, None)]
+    assert closing.startswith(b"HTTP/1.1 200") and b"\r\nconnection: close\r\n" in closing.lower()
 
 
 @pytest.mark.parametrize("name", ["cpu", "gpu"])
