@@ -9,7 +9,7 @@ PEERS_STAMP := $(PEERS_VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps test test-unit lint serve bench bench-peers bench-bulk deploy-configs soak clean gpu-check \
-	wheelhouse docker-engine test-containers gpu-bundle
+	wheelhouse docker-engine test-containers gpu-bundle perf-analyzer grpc-descriptors
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -21,17 +21,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Real programs the tests run: Prometheus (and promtool), Chromium, shellcheck (Debian's packages, never a downloaded browser).
+# Real programs the tests run: Prometheus (and promtool), Chromium, shellcheck, and libb64 for perf_analyzer (Debian's
+# packages, never a downloaded browser).
 system-deps:
-	command -v prometheus >/dev/null && command -v chromium >/dev/null && command -v shellcheck >/dev/null || { \
+	command -v prometheus >/dev/null && command -v chromium >/dev/null && command -v shellcheck >/dev/null \
+		&& /sbin/ldconfig -p | grep -q 'libb64\.so\.0d' || { \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
-		--no-install-recommends prometheus chromium shellcheck; }
+		--no-install-recommends prometheus chromium shellcheck libb64-0d; }
+
+# Triton's perf_analyzer (tritonclient 2.46.0's, the last that runs on glibc 2.36) and the libcudart.so.12 it links,
+# taken out of their PyPI wheels into build/perf_analyzer (loadtest/perf_analyzer.py; docs/http.md#perf_analyzer).
+perf-analyzer: $(STAMP) system-deps
+	$(PY) -m loadtest.perf_analyzer install
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check model service tests loadtest
 	$(VENV)/bin/ruff format --check model service tests loadtest
 
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps perf-analyzer lint
 	$(PY) -m pytest
 
 # The unit tests (tests/unit: model, service without Ray, deploy rules, loadtest tools) but the few
@@ -66,14 +73,16 @@ serve: $(STAMP)
 	$(VENV)/bin/hornet-serve --config deploy/config/local.yaml $(ARGS)
 
 # Model-only table (one lever per row), decode cost per path, then the service in three Ray modes against the model
-# over HTTP (JSON + PNG in artifacts/bench), then hornet-serve's start time, idle CPU and stop time.
-bench: $(STAMP)
+# over HTTP (JSON + PNG in artifacts/bench), then hornet-serve's start time, idle CPU and stop time, then Triton's
+# perf_analyzer against the Open Inference Protocol over HTTP and gRPC (its own table).
+bench: $(STAMP) perf-analyzer
 	$(PY) -m loadtest.bench_model --model hornet-t --batch-sizes 1,8 --json artifacts/bench/model_levers.json
 	$(PY) -m loadtest.bench_decode
 	$(PY) -m loadtest.bench --model hornet-t --modes shipped,no-haproxy,python-proxy
 	$(PY) -m loadtest.bench_daemon --json artifacts/bench/daemon.json \
 		--args "--config deploy/config/local.yaml --weights random" \
 		--args "--models hornet-t,hornet-l-gf384 --weights random --device cpu"
+	$(PY) -m loadtest.perf_analyzer serve --model hornet-t --concurrency 1,16
 
 # The peers' venv: the pinned CPU torch first, then LitServe and PyTriton (which bundles tritonserver); the peers
 # import model/ and service/decoding.py from the repository (PYTHONPATH), so only what those need. No Ray.
@@ -93,6 +102,15 @@ bench-peers: $(STAMP) $(PEERS_STAMP)
 # Bulk classification (Ray Data) against the in-process model at the same precision (docs/bulk.md).
 bench-bulk: $(STAMP)
 	$(PY) -m loadtest.bench_bulk --model hornet-t --precision auto --json artifacts/bench/bulk.json
+
+# Recompile service/grpc/kserve.binpb (the KServe protos' descriptors, service/grpc/kserve.py) after updating the
+# vendored protos there, with protoc from grpcio-tools in a venv of its own (its protobuf pin stays out of .venv).
+GRPC_TOOLS := build/grpc-tools
+grpc-descriptors:
+	test -x $(GRPC_TOOLS)/bin/python || $(PYTHON) -m venv $(GRPC_TOOLS)
+	$(GRPC_TOOLS)/bin/python -m pip install -q grpcio-tools==1.85.1
+	$(GRPC_TOOLS)/bin/python -m grpc_tools.protoc -I service/grpc --include_imports \
+		--descriptor_set_out=service/grpc/kserve.binpb service/grpc/grpc_service.proto
 
 # Regenerate the Serve configs (serve deploy) and the KubeRay serveConfigV2 patches from deploy/config/*.yaml.
 deploy-configs: $(STAMP)

@@ -216,6 +216,9 @@ class Settings(_Strict):
     device: Device = "auto"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
+    grpc_port: int = Field(
+        8001, ge=0, le=65535, description="KServe's gRPC inference service, on the API's host (as Triton's); 0: off"
+    )
     metrics_export_port: int = Field(8080, ge=1, le=65535)
     app_name: str = "hornet"
     classifier: ClassifierSettings = ClassifierSettings()
@@ -237,6 +240,8 @@ class Settings(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Settings:
+        if self.grpc_port == self.port:
+            raise ValueError(f"grpc_port and port are both {self.port}: give gRPC another port, or 0 to turn it off")
         if self.default_model is not None and _model_id(self.default_model) not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not among the enabled models {self.models}")
         for name in self.per_model:

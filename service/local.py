@@ -68,6 +68,8 @@ def service_ports(settings: Settings) -> dict[str, tuple[str, int]]:
     every interface otherwise."""
     metrics_host = "127.0.0.1" if on_loopback(settings.host) else "0.0.0.0"
     ports = {"HTTP": (settings.host, settings.port), "metrics": (metrics_host, settings.metrics_export_port)}
+    if settings.grpc_port:
+        ports["gRPC"] = (settings.host, settings.grpc_port)
     if os.environ.get("RAY_SERVE_ENABLE_HA_PROXY") == "1":
         from ray.serve._private import constants
 
@@ -225,7 +227,8 @@ def local_service(
     if on_ray_started:
         on_ray_started()
     try:
-        serve.start(http_options={"host": settings.host, "port": settings.port})
+        config = serve_config(settings)
+        serve.start(http_options=config["http_options"], grpc_options=config.get("grpc_options"))
         deploy(settings)
         yield f"http://{settings.host}:{settings.port}"
         drain_gateways(settings.app_name, timeout_s=settings.timeouts.inference_s + settings.timeouts.body_read_s)

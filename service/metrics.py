@@ -13,6 +13,16 @@ _BATCH_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
 _BYTES_BUCKETS = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7]
 
 
+@dataclass
+class Outcome:
+    """What a classify request's metrics are tagged with, filled in as its stages run."""
+
+    model: str = "unknown"
+    status: int = 500  # on gRPC, the HTTP status the same answer has over REST
+    key_id: str | None = None
+    protocol: str = "http_v1"  # http_v2, grpc_v2: the Open Inference Protocol's REST and gRPC
+
+
 @dataclass(frozen=True)
 class GatewayMetrics:
     request_latency: Histogram

@@ -20,10 +20,13 @@ import numpy as np
 from service.config import Limits
 from service.http.errors import InvalidParameter, InvalidRequest, PayloadTooLarge, UnknownModel
 
+SERVER = "hornet-serve"
 VERSION = "1"  # every variant has one version
+EXTENSIONS = ("model_configuration",)  # OIP extensions on every wire (REST adds its binary_tensor_data)
 IMAGE, PIXELS = "image", "pixels"
 INPUTS = {IMAGE: "BYTES", PIXELS: "UINT8"}
 OUTPUTS = {"class_index": "INT64", "score": "FP32", "label": "BYTES"}
+CONFIG_TYPES = {"BYTES": "TYPE_STRING", "UINT8": "TYPE_UINT8", "INT64": "TYPE_INT64", "FP32": "TYPE_FP32"}
 DEFAULT_TOP_K = 5
 _LENGTH = struct.Struct("<I")  # a BYTES element's length prefix
 _NAME_CHARS = 64  # of a client's name quoted back in a message
@@ -226,10 +229,35 @@ def model_metadata(model_id: str, input_size: int) -> dict[str, object]:
     def tensor(name: str, datatype: str, shape: list[int]) -> dict[str, object]:
         return {"name": name, "datatype": datatype, "shape": shape}
 
+    # `image` as Triton describes a batched input of dims [1] (model_config): [N, 1], one file per row ([N] is taken
+    # too). perf_analyzer takes the shape past the batch dimension from here, and refuses an empty one.
     return {
         "name": model_id,
         "versions": [VERSION],
         "platform": "pytorch",
-        "inputs": [tensor(IMAGE, INPUTS[IMAGE], [-1]), tensor(PIXELS, INPUTS[PIXELS], [-1, input_size, input_size, 3])],
+        "inputs": [
+            tensor(IMAGE, INPUTS[IMAGE], [-1, 1]),
+            tensor(PIXELS, INPUTS[PIXELS], [-1, input_size, input_size, 3]),
+        ],
         "outputs": [tensor(name, datatype, [-1, -1]) for name, datatype in OUTPUTS.items()],
+    }
+
+
+def model_config(model_id: str, input_size: int, max_batch_images: int) -> dict[str, object]:
+    """Triton's model configuration (its JSON form; gRPC's ModelConfig has the same fields), as much of it as clients
+    read: perf_analyzer takes `max_batch_size` (above 0: the first dimension of the metadata's shapes is the batch,
+    which `dims` leave out) and each input's `optional` (a request sends one of the two inputs)."""
+
+    def tensor(name: str, datatype: str, dims: list[int], **extra: object) -> dict[str, object]:
+        return {"name": name, "data_type": CONFIG_TYPES[datatype], "dims": dims, **extra}
+
+    return {
+        "name": model_id,
+        "platform": "pytorch",
+        "max_batch_size": max_batch_images,
+        "input": [
+            tensor(IMAGE, INPUTS[IMAGE], [1], reshape={"shape": []}, optional=True),  # [N, 1], taken as [N]
+            tensor(PIXELS, INPUTS[PIXELS], [input_size, input_size, 3], optional=True),
+        ],
+        "output": [tensor(name, datatype, [-1]) for name, datatype in OUTPUTS.items()],
     }

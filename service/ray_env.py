@@ -11,6 +11,7 @@ from __future__ import annotations
 MAX_DIRECT_CALL_OBJECT_SIZE = 1 << 20
 RAY_SYSTEM_CONFIG = {"max_direct_call_object_size": MAX_DIRECT_CALL_OBJECT_SIZE}
 HAPROXY_BUFFER_BYTES = 1 << 20
+GRPC_MAX_MESSAGE_BYTES = 32 << 20
 
 # Environment variables for every Ray process (`ray.init` passes the system config itself; a `ray start`
 # reads RAY_<name> instead).
@@ -29,6 +30,9 @@ RAY_ENV: dict[str, str] = {
     "RAY_SERVE_HAPROXY_RETRY_ON": "conn-failure empty-response",
     "RAY_SERVE_HAPROXY_RETRIES": "5",
     "RAY_SERVE_HAPROXY_TUNE_BUFSIZE": str(HAPROXY_BUFFER_BYTES),
+    # The largest message Serve's gRPC ingress takes in (2 GiB by default, all of it in memory before the gateway
+    # sees it): a little over limits.max_body_bytes' default (20 MiB), which the gateway checks below it.
+    "RAY_SERVE_GRPC_MAX_MESSAGE_SIZE": str(GRPC_MAX_MESSAGE_BYTES),
     # gRPC between deployments, user code on the replica's main loop, buffered request logs.
     "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
     # Idle manners: Serve's controller loop at 2 Hz instead of 10 (deploys, replica state changes and autoscaling

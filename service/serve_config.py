@@ -17,6 +17,9 @@ import yaml
 from service.config import AutoscalingSettings, LiveBatchSettings, Settings
 
 IMPORT_PATH = "service.app:build_app"
+# Adds KServe's GRPCInferenceService to Serve's gRPC servers (the gateway replicas' and the fallback proxy's), whose
+# calls Serve routes to the Gateway's methods of the same names (service/grpc/servicer.py).
+GRPC_SERVICER = "service.grpc.kserve.add_GRPCInferenceServiceServicer_to_server"
 # Deployment options Serve applies to running replicas; kept out of the args (see the module docstring).
 LIVE_DEPLOYMENT_FIELDS = ("num_replicas", "autoscaling", "max_ongoing_requests", "max_queued_requests")
 LIVE_BATCH_FIELDS = tuple(LiveBatchSettings.model_fields)
@@ -78,11 +81,19 @@ def application_args(settings: Settings) -> dict[str, Any]:
     return args
 
 
+def grpc_options(settings: Settings) -> dict[str, Any]:
+    """Serve's gRPC ingress: on the API's host (HAProxy's gRPC frontend binds it), at `grpc_port`. No reflection:
+    Serve's would look the service up in protobuf's default descriptor pool, and service/grpc/kserve.py keeps its
+    own (grpcurl takes the .proto files there instead)."""
+    return {"port": settings.grpc_port, "grpc_servicer_functions": [GRPC_SERVICER], "enable_reflection": False}
+
+
 def serve_config(settings: Settings) -> dict[str, Any]:
     deployments = [classifier_deployment(m, settings) for m in settings.models] + [gateway_deployment(settings)]
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": settings.host, "port": settings.port},
+        **({"grpc_options": grpc_options(settings)} if settings.grpc_port else {}),
         "applications": [
             {
                 "name": settings.app_name,

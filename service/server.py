@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--models", help="comma-separated variant ids to enable, e.g. hornet-t,hornet-l-gf384")
     p.add_argument("--host", help="HTTP bind address (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="HTTP port (default 8000)")
+    p.add_argument("--grpc-port", type=int, help="gRPC port of the KServe inference service (default 8001; 0: off)")
     p.add_argument("--weights", choices=choices(WeightsPolicy), help="weights policy (default auto)")
     p.add_argument("--checkpoint-dir", help="directory with checkpoints (air-gapped installs)")
     p.add_argument("--device", choices=choices(Device), help="where the models run (default auto)")
@@ -48,6 +49,7 @@ def cli_overrides(args: argparse.Namespace) -> dict[str, Any]:
         "models": args.models.split(",") if args.models else None,
         "host": args.host,
         "port": args.port,
+        "grpc_port": args.grpc_port,
         "weights_policy": args.weights,
         "checkpoint_dir": args.checkpoint_dir,
         "device": args.device,
@@ -69,8 +71,9 @@ def run(settings: Settings, reload: Callable[[], Settings]) -> None:
     # A SIGTERM while the app deploys (it may already answer) is kept and acted on once it runs.
     with local_service(settings, on_ray_started=handle_signals):
         log.info(
-            "hornet-serve ready on http://%s:%d (models: %s; metrics on :%d); SIGHUP reloads the configuration",
-            settings.host, settings.port, ", ".join(settings.models), settings.metrics_export_port,
+            "hornet-serve ready on http://%s:%d (gRPC port: %s; models: %s; metrics on :%d); SIGHUP reloads the "
+            "configuration", settings.host, settings.port, settings.grpc_port or "off", ", ".join(settings.models),
+            settings.metrics_export_port,
         )  # fmt: skip
         while wake.wait() and hangup.is_set():
             wake.clear()

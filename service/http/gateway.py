@@ -1,10 +1,10 @@
-"""The gateway: FastAPI ingress that checks, decodes and routes each image, then labels the answer."""
+"""The gateway: FastAPI ingress (and gRPC methods) that checks, decodes and routes each image, then labels the answer."""
 
 import asyncio
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
@@ -26,13 +26,14 @@ from model.preprocess import DecodeTimeoutError, OverBudgetError
 from service import oip
 from service.config import Settings
 from service.decoding import DecodeRules
+from service.grpc.servicer import InferenceServicer
 from service.http import errors
 from service.http import oip as rest_oip
 from service.http.auth import KeyStore, TokenBuckets, bearer_token
 from service.http.decode import DecodeQueueFull, Decoder, cap_malloc_arenas
 from service.http.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, OipError, Prediction
 from service.http.upload import image_bytes, read_limited
-from service.metrics import GatewayMetrics
+from service.metrics import GatewayMetrics, Outcome
 from service.replica.classifier import Classification, ModelNotLoaded
 from service.replica.jpeg import EncodedJpeg
 
@@ -152,19 +153,9 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return _error_response(request.scope, errors.Internal(f"internal error ({type(exc).__name__}); see the server log"))
 
 
-@dataclass
-class _Outcome:
-    """What a classify request's metrics are tagged with, filled in as its stages run."""
-
-    model: str = "unknown"
-    status: int = 500
-    key_id: str | None = None
-    protocol: str = "http_v1"  # http_v2: the Open Inference Protocol's REST
-
-
 @serve.deployment
 @serve.ingress(app)
-class Gateway:
+class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's gRPC ingress (service/grpc)
     def __init__(self, settings: Settings, classifiers: dict[str, DeploymentHandle]) -> None:
         self.settings = settings
         self.classifiers = classifiers
@@ -190,7 +181,7 @@ class Gateway:
     ) -> JSONResponse:
         """Classify one image: the raw body (image/* or application/octet-stream) or multipart field `file`."""
         started = time.perf_counter()
-        outcome = _Outcome()
+        outcome = Outcome()
         try:
             outcome.key_id = self._authenticate(request)
             model_id = outcome.model = self._resolve(model)
@@ -210,10 +201,14 @@ class Gateway:
             self._record(outcome, time.perf_counter() - started)
 
     def _authenticate(self, request: Request) -> str | None:
-        """The API key's id (None when keys are off): 401 without a valid key, 429 when its bucket is empty."""
+        return self._check_key(request.headers.get("authorization"))
+
+    def _check_key(self, authorization: str | None) -> str | None:
+        """The API key's id from an Authorization value (None when keys are off): 401 without a valid key, 429 when
+        its bucket is empty."""
         if self.keys is None:
             return None
-        key = bearer_token(request.headers.get("authorization"))
+        key = bearer_token(authorization)
         key_id = self.keys.identify(key) if key else None
         if key_id is None:
             raise errors.Unauthorized("a valid API key is required: send 'Authorization: Bearer <key>'")
@@ -341,7 +336,7 @@ class Gateway:
         )
         return JSONResponse(body.model_dump(), headers={"Server-Timing": timing})
 
-    def _record(self, outcome: _Outcome, elapsed_s: float) -> None:
+    def _record(self, outcome: Outcome, elapsed_s: float) -> None:
         tags = {"model": outcome.model, "status": str(outcome.status), "protocol": outcome.protocol}
         self.metrics.requests.inc(tags=tags)
         self.metrics.request_latency.observe(elapsed_s, tags=tags)
@@ -366,8 +361,8 @@ class Gateway:
         self.metrics.decode_refusals.inc(tags={"reason": reason})
 
     def in_flight(self) -> int:
-        """The HTTP requests this replica holds (InFlight), for the stop's drain."""
-        return app.state.in_flight
+        """The HTTP requests (InFlight) and gRPC calls this replica holds, for the stop's drain."""
+        return app.state.in_flight + self.grpc_calls
 
     # --- the other routes ------------------------------------------------------------------------
 
@@ -450,7 +445,7 @@ class Gateway:
     @app.get("/v2", responses=_OIP_ERRORS)
     async def oip_server(self) -> dict:
         """OIP server metadata."""
-        return {"name": "hornet-serve", "version": app.version, "extensions": ["binary_tensor_data"]}
+        return {"name": oip.SERVER, "version": app.version, "extensions": ["binary_tensor_data", *oip.EXTENSIONS]}
 
     @app.get("/v2/health/live", responses=_OIP_ERRORS)
     async def oip_live(self) -> dict:
@@ -473,6 +468,17 @@ class Gateway:
         model_id = self._resolve_version(name, version)
         return oip.model_metadata(model_id, get_variant(model_id).input_size)
 
+    @app.get("/v2/models/{name}/config", responses=_OIP_ERRORS)
+    async def oip_model_config(self, request: Request, name: str) -> dict:
+        return await self.oip_model_version_config(request, name, oip.VERSION)
+
+    @app.get("/v2/models/{name}/versions/{version}/config", responses=_OIP_ERRORS)
+    async def oip_model_version_config(self, request: Request, name: str, version: str) -> dict:
+        """Triton's model configuration extension: what perf_analyzer reads besides the metadata."""
+        self._authenticate(request)
+        model_id = self._resolve_version(name, version)
+        return oip.model_config(model_id, get_variant(model_id).input_size, self.settings.limits.max_batch_images)
+
     @app.get("/v2/models/{name}/ready", responses=_OIP_ERRORS)
     async def oip_model_ready(self, request: Request, name: str) -> dict:
         return await self.oip_model_version_ready(request, name, oip.VERSION)
@@ -492,17 +498,13 @@ class Gateway:
     async def oip_infer_version(self, request: Request, name: str, version: str) -> Response:
         """Classify N images in one request: input `image` (encoded files) or `pixels`; parameter `top_k`."""
         started = time.perf_counter()
-        outcome = _Outcome(protocol="http_v2")
+        outcome = Outcome(protocol="http_v2")
         try:
             outcome.key_id = self._authenticate(request)
             model_id = outcome.model = self._resolve_version(name, version)
             info = await self._model_info(model_id)  # before the body is read: 503 at once if not ready
             infer = await self._read_infer(request, model_id)
-            inputs = await self._oip_inputs(infer.images, model_id, info)
-            results = await self._infer_many(model_id, inputs, infer.top_k)
-            labels = self._labels_for(model_id, info)
-            tensors = oip.output_tensors([r.indices for r in results], [r.scores for r in results],
-                                         lambda i: labels[i].name, list(infer.outputs))  # fmt: skip
+            tensors = await self._oip_outputs(infer, model_id, info)
             body, headers = rest_oip.encode_response(infer, model_id, tensors, {"weights": info.weights})
             outcome.status = 200
             return Response(body, headers=headers)
@@ -523,10 +525,22 @@ class Gateway:
         length = rest_oip.json_length(request.headers)
         limits = self.settings.limits
         body = await read_limited(request, limits.max_body_bytes, self.settings.timeouts.body_read_s)
+        return await self._on_lane(rest_oip.parse_infer, body, length, get_variant(model_id).input_size, limits)
+
+    async def _on_lane(self, parse: Callable[..., R], *args: object) -> R:
+        """`parse(*args)` on the decode lane; 503 when the lane is full."""
         try:
-            return await self.decoder.run(rest_oip.parse_infer, body, length, get_variant(model_id).input_size, limits)
+            return await self.decoder.run(parse, *args)
         except DecodeQueueFull as exc:
             raise self._decode_queue_full(exc) from None
+
+    async def _oip_outputs(self, infer: oip.InferRequest, model_id: str, info: ModelInfo) -> list[oip.OutputTensor]:
+        """The stages of an infer request once it is read, whatever its wire: decode, classify together, label."""
+        inputs = await self._oip_inputs(infer.images, model_id, info)
+        results = await self._infer_many(model_id, inputs, infer.top_k)
+        labels = self._labels_for(model_id, info)
+        return oip.output_tensors([r.indices for r in results], [r.scores for r in results],
+                                  lambda i: labels[i].name, list(infer.outputs))  # fmt: skip
 
     async def _oip_inputs(self, images: oip.Images, model_id: str, info: ModelInfo) -> list[np.ndarray | EncodedJpeg]:
         """What the replica takes for each image: the client's pixels as they are, or each file decoded as an upload

@@ -77,8 +77,9 @@ class Stack:
 
     @classmethod
     def on_free_ports(cls, api_key: str) -> Stack:
-        http_port, prometheus_port = free_port(), free_port()
-        env = {**os.environ, "HORNET_HTTP_PORT": str(http_port), "PROMETHEUS_PORT": str(prometheus_port)}
+        http_port, grpc_port, prometheus_port = free_port(), free_port(), free_port()
+        env = {**os.environ, "HORNET_HTTP_PORT": str(http_port), "HORNET_GRPC_PORT": str(grpc_port),
+               "PROMETHEUS_PORT": str(prometheus_port)}  # fmt: skip
         return cls(f"http://127.0.0.1:{http_port}", f"http://127.0.0.1:{prometheus_port}", api_key, env)
 
     @property

@@ -12,7 +12,7 @@ from loadtest.http_load import free_port, wait_ready
 from service.config import Settings
 from service.local import local_service
 
-from .live import TEST_SETTINGS, Service
+from .live import FALLBACK_GRPC_PORT, TEST_SETTINGS, Service
 
 HERE = Path(__file__).parent
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -29,12 +29,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def service():
-    http_port, metrics_port = free_port(), free_port()
-    settings = Settings.model_validate({**TEST_SETTINGS, "port": http_port, "metrics_export_port": metrics_port})
-    # HAProxy's stats and metrics ports are fixed by default: a machine running `make serve` too would clash.
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    settings = Settings.model_validate({**TEST_SETTINGS, "port": http_port, "grpc_port": grpc_port,
+                                        "metrics_export_port": metrics_port})  # fmt: skip
+    # HAProxy's stats and metrics ports and Serve's fallback gRPC proxy's are fixed by default: a machine running
+    # `make serve` too would clash.
     haproxy_ports = {
         "RAY_SERVE_HAPROXY_STATS_PORT": str(free_port()),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(free_port()),
+        FALLBACK_GRPC_PORT: str(free_port()),
     }
     with local_service(settings, num_cpus=4, metrics_report_interval_ms=1000, ray_env=haproxy_ports) as base_url:
         svc = Service(settings, base_url, f"http://127.0.0.1:{metrics_port}/metrics", metrics_port)

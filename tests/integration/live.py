@@ -30,6 +30,8 @@ TEST_SETTINGS = {
 }
 
 JPEG = encode(photo(320, 240, seed=5), "JPEG", quality=90)
+# Serve's fallback proxy's gRPC port (9500 by default; the session moves it to a free one).
+FALLBACK_GRPC_PORT = "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"
 JPEG_HEADERS = {"Content-Type": "image/jpeg"}
 
 
@@ -40,6 +42,7 @@ class Service:
         self.metrics_url = metrics_url
         self.metrics_port = metrics_port
         self.client = httpx.Client(base_url=base_url, timeout=120)
+        self.grpc_address = f"{settings.host}:{settings.grpc_port}"
 
     def metric_samples(self, name: str) -> list[tuple[dict[str, str], float]]:
         """Samples of one exported metric family from the Ray metrics agent."""

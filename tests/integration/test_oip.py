@@ -52,7 +52,8 @@ def _v1(service, model: str, data: bytes) -> list[dict]:
 def test_tritonclient_sees_a_live_ready_server_and_its_models(client, replicas_at_start):
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("hornet-t") and client.is_model_ready("hornet-large-gf384", "1")
-    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data"]
+    assert client.get_server_metadata()["extensions"] == ["binary_tensor_data", "model_configuration"]
+    assert client.get_model_config("hornet-t")["max_batch_size"] == 32
     metadata = client.get_model_metadata("hornet-l-gf384")
     assert metadata["versions"] == ["1"]
     assert {(t["name"], t["datatype"]) for t in metadata["inputs"]} == {("image", "BYTES"), ("pixels", "UINT8")}

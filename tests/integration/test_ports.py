@@ -4,15 +4,24 @@ and workers, HAProxy): with the API on 127.0.0.1, each is on loopback, and servi
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import NamedTuple
 
 import psutil
+from ray.serve._private import constants
 
 from service.local import service_ports
 
-# Serve 2.60 starts each replica's inter-deployment gRPC server on [::]:0 (ray/serve/_private/replica.py:1835,
-# `add_port_to_grpc_server(self._server, "[::]:0")`): no setting moves it, so one such socket per replica is let be.
+from .live import FALLBACK_GRPC_PORT
+
+# Serve 2.60 binds these on [::] whatever the API's host, and no setting moves them, so they are let be: each
+# replica's inter-deployment gRPC server on [::]:0 (ray/serve/_private/replica.py:1835, `add_port_to_grpc_server(
+# self._server, "[::]:0")`), one per replica; and each gRPC ingress server, the gateway replicas' (in Serve's
+# direct-ingress gRPC range) and the fallback proxy's (grpc_util.py:204, start_grpc_server, `add_grpc_address(server,
+# f"[::]:{grpc_options.port}")`: gRPCOptions has no host; HAProxy's gRPC frontend in front of them does follow it).
 REPLICA_PROCESS = "ray::ServeReplica:"
+DIRECT_INGRESS_GRPC = range(constants.RAY_SERVE_DIRECT_INGRESS_MIN_GRPC_PORT,
+                            constants.RAY_SERVE_DIRECT_INGRESS_MAX_GRPC_PORT + 1)  # fmt: skip
 
 
 class Listener(NamedTuple):
@@ -48,10 +57,15 @@ def test_nothing_listens_beyond_loopback(service):
     assert service.settings.host == "127.0.0.1"
     found = listeners()
     wide = [s for s in found if not ipaddress.ip_address(s.address).is_loopback]
-    exempt = {s.pid: s for s in wide if s.process.startswith(REPLICA_PROCESS) and s.address == "::"}
-    offenders = [s for s in wide if exempt.get(s.pid) != s]
+    replicas = [s for s in wide if s.process.startswith(REPLICA_PROCESS) and s.address == "::"]
+    fallback_grpc = int(os.environ[FALLBACK_GRPC_PORT])  # the session's (conftest.py)
+    ingress = [s for s in wide if s.address == "::"
+               and ((s in replicas and s.port in DIRECT_INGRESS_GRPC) or s.port == fallback_grpc)]  # fmt: skip
+    exempt = {s.pid: s for s in replicas if s not in ingress}
+    offenders = [s for s in wide if exempt.get(s.pid) != s and s not in ingress]
     assert not offenders, "listening beyond loopback:\n" + "\n".join(map(str, offenders))
     assert exempt, "no replica's gRPC server on [::]: Serve has moved it, and this test can drop its exception"
+    assert ingress, "no gRPC ingress server on [::]: Serve has moved them, and this test can drop its exception"
     missing = {role: where for role, where in service_ports(service.settings).items()
                if where not in {(s.address, s.port) for s in found}}  # fmt: skip
     assert not missing, f"service_ports names what nothing listens on: {missing}"

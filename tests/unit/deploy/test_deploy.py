@@ -57,7 +57,8 @@ from tests.support.deploy import (
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_overlay_renders_and_core_objects_validate(name):
     docs = overlay(name)
-    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "ConfigMap", "PodMonitor", "PrometheusRule", "RayService"]
+    assert sorted(d["kind"] for d in docs) == ["ConfigMap", "ConfigMap", "PodMonitor", "PrometheusRule", "RayService",
+                                               "Service"]  # fmt: skip
     for doc in docs:
         if "." not in doc["apiVersion"].split("/")[0]:  # core API groups: validate against Kubernetes' schemas
             kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
@@ -141,15 +142,36 @@ def test_head_lists_every_port_the_operator_looks_up(name):
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
-def test_workers_name_their_serve_and_metrics_ports(name):
+def test_workers_name_their_serve_grpc_and_metrics_ports(name):
     """common/pod.go initLivenessAndReadinessProbe probes a RayService worker's Serve proxy on the port
     named `serve` (FindContainerPort, default 8000); DefaultWorkerPodTemplate adds `metrics` at 8080 when
-    missing, so a listed one must match the worker's metrics-export-port."""
+    missing, so a listed one must match the worker's metrics-export-port; `grpc` is the Serve config's gRPC port,
+    which the hornet-grpc Service targets by that name."""
     service = rayservice(overlay(name))
-    http_port = serve_config(service)["http_options"]["port"]
+    config = serve_config(service)
     for group_name, group in list(groups(service))[1:]:
         ports = {p["name"]: p["containerPort"] for p in ray_container(group)["ports"]}
-        assert ports == {"serve": http_port, "metrics": int(group["rayStartParams"]["metrics-export-port"])}, group_name
+        assert ports == {"serve": config["http_options"]["port"], "grpc": config["grpc_options"]["port"],
+                         "metrics": int(group["rayStartParams"]["metrics-export-port"])}, group_name  # fmt: skip
+
+
+@pytest.mark.parametrize("name", OVERLAYS)
+def test_the_grpc_service_reaches_the_serving_workers_grpc_port(name):
+    """KubeRay's Serve Service carries only the port named `serve` (common/service.go BuildServeService), so
+    deploy/k8s/base/grpc-service.yaml is gRPC's: it selects what KubeRay marks for traffic, ray.io/serve=true
+    (common/pod.go DefaultWorkerPodTemplate sets it on every RayService worker, the controller keeps it false on the
+    head with excludeHeadPodFromServeSvc), by a label every worker template has, and forwards to `grpc`."""
+    docs = overlay(name)
+    grpc_service = one(docs, "Service")
+    service = rayservice(docs)
+    assert service["spec"]["excludeHeadPodFromServeSvc"] is True
+    selector = grpc_service["spec"]["selector"]
+    assert selector.pop("ray.io/serve") == "true"
+    for group_name, group in list(groups(service))[1:]:
+        labels = group["template"]["metadata"]["labels"]
+        assert selector.items() <= labels.items(), group_name
+    (port,) = grpc_service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (serve_config(service)["grpc_options"]["port"], "grpc")
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
@@ -437,7 +459,7 @@ def test_e2e_pins_kuberay_and_renders_the_cpu_overlay_with_random_weights():
         docs = kustomize(work)
     finally:
         shutil.rmtree(work)
-    assert {d["kind"] for d in docs} == {"ConfigMap", "RayService"}
+    assert {d["kind"] for d in docs} == {"ConfigMap", "RayService", "Service"}
     service = rayservice(docs)
     rayservice_validator().validate(service)
     assert serve_config(service)["applications"][0]["args"]["weights_policy"] == "random"

@@ -142,6 +142,7 @@ def test_per_model_overrides_merge_into_the_defaults():
         ({"weights_policy": "sometimes"}, "weights_policy"),
         ({"limits": {"max_body_bytes": 10}}, "max_body_bytes"),
         ({"typo_field": 1}, "Extra inputs are not permitted"),
+        ({"port": 9000, "grpc_port": 9000}, "grpc_port and port are both 9000"),
     ],
 )
 def test_inconsistent_settings_are_refused_with_a_clear_message(data, message):
@@ -154,6 +155,17 @@ def test_cli_refuses_a_bad_config_at_start_up(capsys):
 
     assert main(["--models", "hornet-t,nope", "--emit-serve-config"]) == 2
     assert "unknown HorNet variant 'nope'" in capsys.readouterr().err
+
+
+def test_grpc_options_add_kserves_service_where_serve_loads_it_and_grpc_port_0_leaves_them_out():
+    from ray.serve.config import gRPCOptions
+
+    settings = load_settings(None, cli_overrides(parse_args(["--grpc-port", "9001"])), environ={})
+    options = gRPCOptions(**serve_config(settings)["grpc_options"])
+    assert options.port == 9001 and not options.enable_reflection
+    (add_service,) = options.grpc_servicer_func_callable  # Serve's own import of the path
+    assert add_service.__name__ == "add_GRPCInferenceServiceServicer_to_server"
+    assert "grpc_options" not in serve_config(Settings(grpc_port=0))
 
 
 def test_make_serve_config_is_valid():

@@ -90,7 +90,7 @@ def oip_error(response: httpx.Response, status: int) -> str:
 def test_server_metadata_health_and_readiness(serve_app):
     client, _ = serve_app()
     server = run(client.get("/v2")).json()
-    assert server["name"] == "hornet-serve" and server["extensions"] == ["binary_tensor_data"]
+    assert server["name"] == "hornet-serve" and server["extensions"] == ["binary_tensor_data", "model_configuration"]
     assert run(client.get("/v2/health/live")).json() == {"live": True}
     assert run(client.get("/v2/health/ready")).json() == {"ready": True}
     assert run(client.get("/v2/models/hornet-t/ready")).json() == {"name": "hornet-t", "ready": True}
@@ -102,7 +102,7 @@ def test_model_metadata_names_the_inputs_at_the_variants_size(serve_app):
     small = run(client.get("/v2/models/hornet-t")).json()
     assert small == {
         "name": "hornet-t", "versions": ["1"], "platform": "pytorch",
-        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1]},
+        "inputs": [{"name": "image", "datatype": "BYTES", "shape": [-1, 1]},
                    {"name": "pixels", "datatype": "UINT8", "shape": [-1, 224, 224, 3]}],
         "outputs": [{"name": "class_index", "datatype": "INT64", "shape": [-1, -1]},
                     {"name": "score", "datatype": "FP32", "shape": [-1, -1]},
@@ -112,6 +112,15 @@ def test_model_metadata_names_the_inputs_at_the_variants_size(serve_app):
     assert large["name"] == "hornet-l-gf384" and large["inputs"][1]["shape"] == [-1, 384, 384, 3]
     paths = run(client.get("/openapi.json")).json()["paths"]
     assert {"/v2", "/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"} <= set(paths)
+
+
+def test_model_config_is_what_perf_analyzer_reads(serve_app):
+    client, _ = serve_app()
+    config = run(client.get("/v2/models/hornet-large-gf384/config")).json()
+    assert config == oip.model_config("hornet-l-gf384", 384, 32)
+    assert config["max_batch_size"] == 32 and [t["optional"] for t in config["input"]] == [True, True]
+    assert run(client.get("/v2/models/hornet-t/versions/1/config")).json()["input"][1]["dims"] == [224, 224, 3]
+    assert "no version '2'" in oip_error(run(client.get("/v2/models/hornet-t/versions/2/config")), 404)
 
 
 # ---- infer ----------------------------------------------------------------------------------------------
@@ -356,6 +365,7 @@ def test_api_keys_and_rate_limits(serve_app, tmp_path: Path):
     assert "API key" in oip_error(missing, 401) and missing.headers["www-authenticate"].startswith("Bearer")
     oip_error(run(client.get("/v2/models/hornet-t")), 401)
     oip_error(run(client.get("/v2/models/hornet-t/ready")), 401)
+    oip_error(run(client.get("/v2/models/hornet-t/config")), 401)
     good = {"Authorization": f"Bearer {KEY}"}
     assert run(client.get("/v2/models/hornet-t", headers=good)).status_code == 200
     assert infer(client, binary_request(JPEGS), headers=good).status_code == 200  # 3 images, one token
