@@ -11,7 +11,8 @@ tritonclient.http sends (its binary tensor extension). Before measuring, each pe
 checked against the predictor in this process. hornet-serve itself is measured by `loadtest.bench_service
 --mode shipped` (started as `hornet-serve` starts it). One table (images/s and latency at the lowest and
 highest concurrency), the ratios hornet-serve / peer at the highest, CPU ms per answered request by process;
-JSON under --out.
+then Triton's perf_analyzer (loadtest/perf_analyzer.py) against Triton over HTTP and against hornet-serve over
+HTTP and gRPC, one table; JSON under --out.
 """
 
 from __future__ import annotations
@@ -26,13 +27,14 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
 
+from loadtest import perf_analyzer
 from loadtest.bench_service import MODES
 from loadtest.http_load import closed_loop, free_port, multipart, summarize, triton_bytes_body, wait_ready
 from loadtest.machine import describe
@@ -43,6 +45,9 @@ from tests.support.images import encode, photo
 REPO = Path(__file__).resolve().parent.parent
 LOAD_GENERATOR = "load generator (this process)"
 HORNET_SERVE = "hornet-serve"
+# perf_analyzer's stability criterion, in percent: three windows within it end a run. At its default (10) the runs at
+# c=16 on the shared 2-core VM found no three stable windows in ten.
+PERF_ANALYZER_STABILITY = 25
 # Helpers any Python peer may start (PyTriton's shared memory and LitServe's queues each bring one).
 COMMON_ROLES = (("multiprocessing.resource_tracker", "multiprocessing resource trackers"),)
 
@@ -238,10 +243,16 @@ def measure_peer(args: argparse.Namespace, peer: Peer, images: list[bytes], expe
             rows.append(row)
             print(f"  {peer.name}: c={c} {row['images_per_s']:.1f} images/s, p50 {row['p50_ms']:.0f} ms, "
                   f"p99 {row['p99_ms']:.0f} ms, errors {row['errors']}", flush=True)  # fmt: skip
+        analyzed = []
+        if peer.upload == "triton-binary" and args.perf_analyzer_window_ms:  # it speaks the OIP: perf_analyzer too
+            targets = {"http": f"127.0.0.1:{server.port}"}
+            analyzed = perf_analyzer.run(targets, get_variant(args.model).id, images[0], args.concurrency,
+                                         args.perf_analyzer_window_ms, PERF_ANALYZER_STABILITY)  # fmt: skip
     finally:
         status = server.stop()
     return {"server": peer.name, "upload": peer.upload, "ready_s": ready_s, "processes": roles, "answers": answers,
-            "rows": rows, "idle_cpu_ms_per_s": idle_ms_per_s, "exit_status": status}  # fmt: skip
+            "rows": rows, "idle_cpu_ms_per_s": idle_ms_per_s, "exit_status": status,
+            "perf_analyzer": [asdict(row) for row in analyzed]}  # fmt: skip
 
 
 def measure_hornet_serve(args: argparse.Namespace, image_files: list[Path]) -> dict:
@@ -255,8 +266,25 @@ def measure_hornet_serve(args: argparse.Namespace, image_files: list[Path]) -> d
     print(f"{HORNET_SERVE}: starting (loadtest.bench_service --mode shipped)", flush=True)
     subprocess.run(command, cwd=REPO, env={**os.environ, **MODES["shipped"]}, check=True)
     run = json.loads(out.read_text())
+    analyzed = []
+    if args.perf_analyzer_window_ms:  # a service of its own: Ray reads its environment when it starts
+        analyzed = perf_analyzer.serve(get_variant(args.model).id, image_files[0].read_bytes(), args.concurrency,
+                                       args.perf_analyzer_window_ms, PERF_ANALYZER_STABILITY)  # fmt: skip
     return {"server": HORNET_SERVE, "upload": "multipart", "rows": run["rows"],
-            "idle_cpu_ms_per_s": run["idle_cpu_ms_per_s"], "service": run}  # fmt: skip
+            "idle_cpu_ms_per_s": run["idle_cpu_ms_per_s"], "service": run,
+            "perf_analyzer": [asdict(row) for row in analyzed]}  # fmt: skip
+
+
+def print_perf_analyzer(results: list[dict], model: str) -> None:
+    """perf_analyzer's rows of every server it ran against, in one table (the same photo, the same run)."""
+    rows = [(r["server"], row) for r in results for row in r.get("perf_analyzer", [])]
+    if not rows:
+        return
+    print(f"\nperf_analyzer, {model}, one photo per request (the same run)")
+    print("| server | protocol | concurrency | infer/s | p50 ms | p99 ms |\n| --- | --- | ---: | ---: | ---: | ---: |")
+    for server, row in rows:
+        print(f"| {server} | {row['protocol']} | {row['concurrency']} | {row['throughput']:.1f} | {row['p50_ms']:.1f} "
+              f"| {row['p99_ms']:.1f} |")  # fmt: skip
 
 
 def print_report(results: list[dict], low: int, high: int) -> dict[str, float]:
@@ -296,6 +324,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--peer-python", default=str(REPO / ".venv-peers/bin/python"), help="the peers' interpreter")
     p.add_argument("--start-timeout", type=float, default=300, help="seconds a peer may take to become ready")
     p.add_argument("--no-answer-check", action="store_true", help="skip comparing the peers' top-5 with the predictor")
+    p.add_argument("--perf-analyzer-window-ms", type=int, default=3000,
+                   help="then Triton's perf_analyzer against Triton and hornet-serve (0: not run)")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("artifacts/bench/peers"))
     args = p.parse_args(argv)
     unknown = set(args.servers) - {*PEERS, HORNET_SERVE}
@@ -321,6 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
     if HORNET_SERVE in args.servers:
         results.append(measure_hornet_serve(args, image_files))
     ratios = print_report(results, min(args.concurrency), max(args.concurrency))
+    print_perf_analyzer(results, args.model)
     result = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "precision": precision,
               "results": results, "ratios_at_top_concurrency": ratios}  # fmt: skip
     path = args.out / f"peers_{args.model}.json"

@@ -117,7 +117,10 @@ def parse_report(text: str, protocol: str) -> list[Row]:
             for r in csv.DictReader(io.StringIO(text))]  # fmt: skip
 
 
-def run(targets: dict[str, str], model: str, image: bytes, concurrency: list[int], window_ms: int) -> list[Row]:
+def run(
+    targets: dict[str, str], model: str, image: bytes, concurrency: list[int], window_ms: int,
+    stability_percent: float = 10,
+) -> list[Row]:  # fmt: skip
     """perf_analyzer on each protocol's URL and each concurrency; prints its output, then one table of all rows."""
     binary = install()
     rows: list[Row] = []
@@ -125,7 +128,7 @@ def run(targets: dict[str, str], model: str, image: bytes, concurrency: list[int
         data = input_data(image, Path(scratch) / "input.json")
         for protocol, url in targets.items():
             for c in concurrency:
-                output, found = profile(binary, url, protocol, model, data, c, window_ms)
+                output, found = profile(binary, url, protocol, model, data, c, window_ms, stability_percent)
                 print(output, flush=True)
                 rows += found
     print(table(model, rows), flush=True)
@@ -140,7 +143,7 @@ def table(model: str, rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def serve(model: str, image: bytes, concurrency: list[int], window_ms: int) -> list[Row]:
+def serve(model: str, image: bytes, concurrency: list[int], window_ms: int, stability_percent: float = 10) -> list[Row]:
     """A local hornet-serve (this model, random weights, free ports) as `hornet-serve` starts it, then `run`."""
     from loadtest.http_load import free_port, wait_ready
     from service.config import Settings
@@ -152,7 +155,7 @@ def serve(model: str, image: bytes, concurrency: list[int], window_ms: int) -> l
     with local_service(settings, quiet=True) as base_url:
         wait_ready(base_url, timeout_s=300)
         targets = {"http": f"{settings.host}:{settings.port}", "grpc": f"{settings.host}:{settings.grpc_port}"}
-        return run(targets, model, image, concurrency, window_ms)
+        return run(targets, model, image, concurrency, window_ms, stability_percent)
 
 
 def main(argv: list[str] | None = None) -> None:

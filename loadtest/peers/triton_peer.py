@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-from pytriton.triton import Triton, TritonConfig
+from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
 
 from loadtest.peers.common import TOP_K, PeerModel, arguments
 from model import ImageDecodeError, ImageTooLargeError
@@ -67,7 +67,9 @@ def main() -> None:
                           log_verbose=0)  # fmt: skip
     # Triton's own shutdown on SIGTERM too (PyTriton's serve() handles SIGINT, as KeyboardInterrupt).
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with Triton(config=config) as triton:
+    # PyTriton guards the statistics API with a token by default; perf_analyzer reads it (loadtest.bench_peers).
+    security = TritonSecurityConfig(restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+    with Triton(config=config, security_config=security) as triton:
         triton.bind(
             model_name=model.model_id,
             infer_func=infer_function(model, torch_thread),
