@@ -35,7 +35,7 @@ from service.ray_env import HAPROXY_BINARY_ENV, HAPROXY_BUFFER_BYTES, RAY_ENV
 from tests.support import DATA, ROOT
 from tests.support.helpers import poll
 
-REQUEST_TIMEOUT_S = 3  # the gateway's timeouts.body_read_s, as `hornet-serve` passes it
+REQUEST_TIMEOUT_S = 2  # the gateway's timeouts.body_read_s, as `hornet-serve` passes it
 
 RENDERED = DATA / "haproxy-ray-2.60.0.cfg"  # @NAME@ marks what each test fills in
 BIND = re.compile(r"^\s+bind (\S+):(\d+)", re.MULTILINE)
@@ -182,6 +182,7 @@ def trickle(url: str, head: bytes, drip: bytes) -> tuple[bytes, float]:
     return answer, time.monotonic() - started
 
 
+@pytest.mark.slow  # waits out haproxy's real request timeout
 def test_a_client_that_trickles_its_headers_is_cut_off_in_time(haproxy):
     """haproxy's own 408 (HTML: its HTTP parser answers before the request exists, so no errorfile applies)."""
     url, _ = haproxy
@@ -190,6 +191,7 @@ def test_a_client_that_trickles_its_headers_is_cut_off_in_time(haproxy):
     assert REQUEST_TIMEOUT_S - 1 <= elapsed <= REQUEST_TIMEOUT_S + 3
 
 
+@pytest.mark.slow  # waits out haproxy's real request timeout
 def test_a_client_that_trickles_its_body_gets_a_json_408_in_time(haproxy):
     url, _ = haproxy
     answer, elapsed = trickle(url, b"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n", b"x")
