@@ -10,7 +10,7 @@ import pytest
 
 from loadtest.http_load import free_port, wait_ready
 from service.config import Settings
-from service.local import local_service
+from service.local import local_service, serve_actors
 
 from .live import FALLBACK_GRPC_PORT, TEST_SETTINGS, Service
 
@@ -44,6 +44,12 @@ def service():
         wait_ready(base_url, timeout_s=60)
         yield svc
         svc.client.close()
+
+
+@pytest.fixture(scope="module")
+def replicas_at_start(service) -> set[str]:
+    """Serve's replicas when a module first asks: its last test checks that none restarted since."""
+    return serve_actors("SERVE_REPLICA")
 
 
 @pytest.fixture

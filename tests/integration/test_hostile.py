@@ -126,13 +126,8 @@ MULTIPART_CASES = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def replicas_before(service):
-    return serve_actors("SERVE_REPLICA")
-
-
 @pytest.mark.parametrize(("kind", "query", "body", "headers", "status"), CASES, ids=[c[0] for c in CASES])
-def test_bad_input_gets_its_status_and_a_json_error(service, replicas_before, kind, query, body, headers, status):
+def test_bad_input_gets_its_status_and_a_json_error(service, replicas_at_start, kind, query, body, headers, status):
     r = service.client.post(f"/v1/classify?{query}", content=body, headers=headers)
     if status == 200:
         assert r.status_code == 200, f"{kind}: {r.status_code} {r.text[:300]}"
@@ -145,13 +140,13 @@ def test_bad_input_gets_its_status_and_a_json_error(service, replicas_before, ki
     ("kind", "body", "headers", "status", "message"), MULTIPART_CASES, ids=[c[0] for c in MULTIPART_CASES]
 )
 def test_bad_multipart_gets_its_status_and_says_what_is_wrong(
-    service, replicas_before, kind, body, headers, status, message
+    service, replicas_at_start, kind, body, headers, status, message
 ):
     r = service.client.post("/v1/classify", content=body, headers=headers)
     assert message in api_error(r, status, ERROR_TYPES[status])["message"], kind
 
 
-def test_a_streamed_body_over_the_limit_is_cut_off(service, replicas_before):
+def test_a_streamed_body_over_the_limit_is_cut_off(service, replicas_at_start):
     def chunks():  # 12.8 MB with no Content-Length: the gateway must count and stop at 6 MB
         for _ in range(200):
             yield b"\xff" * 64_000
@@ -160,10 +155,10 @@ def test_a_streamed_body_over_the_limit_is_cut_off(service, replicas_before):
     assert r.status_code == 413 and r.json()["error"]["type"] == "payload_too_large"
 
 
-def test_after_the_whole_corpus_the_service_answers_and_no_replica_restarted(service, replicas_before):
+def test_after_the_whole_corpus_the_service_answers_and_no_replica_restarted(service, replicas_at_start):
     r = service.client.post("/v1/classify?model=hornet-t", content=JPEG, headers=RAW)
     assert r.status_code == 200 and len(r.json()["predictions"]) == 5
-    assert serve_actors("SERVE_REPLICA") == replicas_before
+    assert serve_actors("SERVE_REPLICA") == replicas_at_start
 
 
 def test_only_whitelisted_names_reach_the_model_registry(service):
@@ -182,13 +177,13 @@ UNDOCUMENTED = {
 
 
 @pytest.mark.parametrize("fmt", UNDOCUMENTED)
-def test_an_undocumented_format_is_400_naming_the_formats_read(service, replicas_before, fmt):
+def test_an_undocumented_format_is_400_naming_the_formats_read(service, replicas_at_start, fmt):
     r = service.client.post("/v1/classify", content=UNDOCUMENTED[fmt], headers={"Content-Type": "image/x-anything"})
     assert r.status_code == 400, r.text
     assert "not a format this service reads (JPEG, PNG, WEBP, GIF, BMP, TIFF)" in r.json()["error"]["message"]
 
 
-def test_a_tiny_webp_bomb_is_413_before_decoding(service, replicas_before):
+def test_a_tiny_webp_bomb_is_413_before_decoding(service, replicas_at_start):
     bomb = webp_bomb(4000)  # 16 MP in a few KB
     started = time.perf_counter()
     r = service.client.post("/v1/classify", content=bomb, headers={"Content-Type": "image/webp"})

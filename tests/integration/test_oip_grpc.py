@@ -31,11 +31,6 @@ def client(service):
         yield client
 
 
-@pytest.fixture(scope="module")
-def replicas_at_start(service) -> set[str]:
-    return serve_actors("SERVE_REPLICA")
-
-
 def _images(photos: list[bytes]) -> triton.InferInput:
     tensor = triton.InferInput("image", [len(photos)], "BYTES")
     tensor.set_data_from_numpy(np.array(photos, dtype=np.object_))
