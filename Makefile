@@ -115,7 +115,7 @@ grpc-descriptors:
 
 # Regenerate the Serve configs (serve deploy) and the KubeRay serveConfigV2 patches from deploy/config/*.yaml.
 deploy-configs: $(STAMP)
-	for f in cpu gpu; do \
+	for f in cpu gpu gpu-scale-to-zero; do \
 		env -u HORNET_SERVE_CONFIG $(VENV)/bin/hornet-serve --config deploy/config/$$f.yaml --emit-serve-config \
 			> deploy/serve/$$f.yaml; \
 		env -u HORNET_SERVE_CONFIG $(VENV)/bin/hornet-serve --config deploy/config/$$f.yaml --emit-kuberay-patch \

@@ -70,14 +70,29 @@ class BatchSettings(LiveBatchSettings):
 
 
 class AutoscalingSettings(_Strict):
+    """Serve's autoscaling of one deployment (its `autoscaling_config`). `min_replicas: 0` lets an idle variant go to
+    zero replicas: its next request starts one (docs/scale-to-zero.md)."""
+
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(4, ge=1)
+    initial_replicas: int | None = Field(
+        None, ge=0, description="replicas at deploy time (default: min_replicas); 1 with min 0 proves the weights load"
+    )
     target_ongoing_requests: float = Field(8, gt=0)
+    upscale_delay_s: float = Field(30, ge=0, description="load above target this long adds replicas (not from zero)")
+    downscale_delay_s: float = Field(600, ge=0, description="load below target this long removes replicas")
+    downscale_to_zero_delay_s: float | None = Field(
+        None, ge=0, description="no request this long takes the last replica away (default: downscale_delay_s)"
+    )
+    look_back_period_s: float = Field(30, gt=0, description="the window Serve averages the load over")
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSettings:
         if self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas ({self.max_replicas})")
+        initial = self.initial_replicas
+        if initial is not None and not self.min_replicas <= initial <= self.max_replicas:
+            raise ValueError(f"initial_replicas ({initial}) is outside [{self.min_replicas}, {self.max_replicas}]")
         return self
 
 
@@ -176,6 +191,12 @@ class Timeouts(_Strict):
     inference_s: float = Field(30, gt=0, description="gateway waits this long for a classifier: then 504")
     retry_after_s: int = Field(RETRY_AFTER_S, ge=1, description="Retry-After on 503")
     decode_s: float = Field(5, gt=0, description="one image's decode time limit: then 413")
+    cold_start_s: float = Field(
+        120,
+        gt=0,
+        description="a request to a variant at zero replicas waits this long (from its arrival, at least inference_s) "
+        "for the cold start: then 503 with Retry-After",
+    )
     body_read_s: float = Field(60, gt=0, description="the whole request body must arrive within this: then 408")
 
 
@@ -276,8 +297,11 @@ class Settings(_Strict):
         )
 
     def classifier_for(self, model_id: str) -> ClassifierSettings:
+        """`classifier` merged with the variant's `per_model` overrides, section by section; its `resources` (where
+        it runs) replace the common ones whole, so a variant can be placed on another worker group."""
         overrides = next((v for k, v in self.per_model.items() if resolve_name(k) == model_id), {})
-        return ClassifierSettings.model_validate(_deep_merge(self.classifier.model_dump(), overrides))
+        common = self.classifier.model_dump(exclude={"resources"} if "resources" in overrides else set())
+        return ClassifierSettings.model_validate(_deep_merge(common, overrides))
 
 
 def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:

@@ -231,7 +231,10 @@ def local_service(
         serve.start(http_options=config["http_options"], grpc_options=config.get("grpc_options"))
         deploy(settings)
         yield f"http://{settings.host}:{settings.port}"
-        drain_gateways(settings.app_name, timeout_s=settings.timeouts.inference_s + settings.timeouts.body_read_s)
+        timeouts = settings.timeouts  # the longest a request may take: its body, then a cold start or an inference
+        drain_gateways(
+            settings.app_name, timeout_s=max(timeouts.inference_s, timeouts.cold_start_s) + timeouts.body_read_s
+        )
         serve.delete(settings.app_name)
     finally:
         serve.shutdown()

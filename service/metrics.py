@@ -11,6 +11,7 @@ from ray.serve.metrics import Counter, Histogram
 _LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 0.75, 1, 1.5, 2.5, 5, 10, 30]
 _BATCH_BUCKETS = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64]
 _BYTES_BUCKETS = [1e4, 3e4, 1e5, 3e5, 1e6, 3e6, 1e7, 3e7]
+_START_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300]
 
 
 @dataclass
@@ -71,10 +72,17 @@ class ClassifierMetrics:
     inference: Histogram
     batch_size: Histogram
     decode_fallbacks: Counter
+    replica_start: Histogram
 
     @classmethod
     def create(cls) -> ClassifierMetrics:
         return cls(
+            replica_start=Histogram(
+                "hornet_replica_start_seconds",
+                description="A classifier replica's start, construction to ready (weights, warm-up). cold=true: its "
+                "variant had no running replica (a cold start: its count is the variant's cold starts).",
+                boundaries=_START_BUCKETS, tag_keys=("model", "cold"),
+            ),
             queue_wait=Histogram(
                 "hornet_queue_wait_seconds", description="Time a request waits in the replica for its batch to start.",
                 boundaries=_LATENCY_BUCKETS, tag_keys=("model",),

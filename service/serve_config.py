@@ -28,7 +28,7 @@ LIVE_BATCH_FIELDS = tuple(LiveBatchSettings.model_fields)
 def _scaling(num_replicas: int, autoscaling: AutoscalingSettings | None) -> dict[str, Any]:
     if autoscaling is None:
         return {"num_replicas": num_replicas}
-    return {"autoscaling_config": autoscaling.model_dump()}
+    return {"autoscaling_config": autoscaling.model_dump(exclude_none=True)}
 
 
 def classifier_deployment(model_id: str, settings: Settings) -> dict[str, Any]:

@@ -31,7 +31,6 @@ from service.metrics import Outcome
 
 REQUEST_ID = "x-request-id"
 PROTOCOL = "grpc_v2"  # the metrics' protocol tag
-READY_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -54,7 +53,7 @@ Request = Message | kserve.Unreadable  # what Serve passes: service.grpc.kserve'
 
 class InferenceServicer:
     """The RPCs of service.grpc.kserve.RPCS. Mixed into the Gateway, whose stages they use (`_check_key`,
-    `_resolve_version`, `_model_info`, `_on_lane`, `_oip_outputs`, `_record`)."""
+    `_resolve_version`, `_probe`, `_model_info`, `_on_lane`, `_oip_outputs`, `_record`)."""
 
     grpc_calls = 0  # in progress, for the stop's drain (Gateway.in_flight)
 
@@ -123,7 +122,7 @@ class InferenceServicer:
     async def _model_ready(self, request: Message, call: Call) -> Message:
         model_id = self._model(request, call)
         try:
-            await self._model_info(model_id, timeout_s=READY_TIMEOUT_S)
+            await self._probe(model_id, await self.replicas.of(model_id))
         except errors.Unavailable:
             return kserve.ModelReadyResponse(ready=False)
         return kserve.ModelReadyResponse(ready=True)

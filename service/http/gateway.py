@@ -31,6 +31,7 @@ from service.http import errors
 from service.http import oip as rest_oip
 from service.http.auth import KeyStore, TokenBuckets, bearer_token
 from service.http.decode import DecodeQueueFull, Decoder, cap_malloc_arenas
+from service.http.replica_counts import ReplicaCounts, Replicas
 from service.http.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelInfo, ModelList, OipError, Prediction
 from service.http.upload import image_bytes, read_limited
 from service.metrics import GatewayMetrics, Outcome
@@ -40,6 +41,7 @@ from service.replica.jpeg import EncodedJpeg
 log = logging.getLogger("ray.serve")
 R = TypeVar("R")
 DESCRIBE_TIMEOUT_S = 5.0
+PROBE_TIMEOUT_S = 2.0  # /readyz, /v1/models, model ready: a probe's answer may not wait for a replica longer
 GATEWAY_MALLOC_ARENAS = 2  # see service.http.decode.cap_malloc_arenas (the 30-minute soak's gateway RSS)
 INDEX_HTML = resources.files("service").joinpath("static", "index.html").read_text(encoding="utf-8")
 _ERROR_RESPONSES = {code: {"model": ErrorBody} for code in (400, 401, 404, 408, 413, 415, 422, 429, 503, 504)}
@@ -162,6 +164,7 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
         cap_malloc_arenas(GATEWAY_MALLOC_ARENAS)  # before the decode threads exist
         self.decoder = Decoder(settings.gateway, DecodeRules.from_settings(settings.limits, settings.timeouts.decode_s))
         self.metrics = GatewayMetrics.create()
+        self.replicas = ReplicaCounts(settings.app_name)
         self._info: dict[str, ModelInfo] = {}
         self._labels: dict[str, LabelSet] = {}
         auth = settings.auth
@@ -233,12 +236,18 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
         if not 1 <= top_k <= self.settings.limits.max_top_k:
             raise errors.InvalidParameter(f"top_k must be between 1 and {self.settings.limits.max_top_k}")
 
-    async def _model_info(self, model_id: str, timeout_s: float = DESCRIBE_TIMEOUT_S) -> ModelInfo:
-        """What the variant's replicas loaded (asked once, then cached); 503 while none answers."""
+    async def _model_info(
+        self, model_id: str, timeout_s: float = DESCRIBE_TIMEOUT_S, wait_for_cold_start: bool = True
+    ) -> ModelInfo:
+        """What the variant's replicas loaded (asked once, then cached); 503 while none answers. A variant at zero
+        replicas that was never asked starts one here: a request waits for it (`_in_time`), a probe does not."""
         if model_id not in self._info:
+            response = self.classifiers[model_id].describe.remote()
             try:
-                info = await asyncio.wait_for(self.classifiers[model_id].describe.remote(), timeout_s)
-            except Exception as exc:  # any failure to answer means "not ready": say which and why
+                info = await self._in_time(model_id, response, timeout_s, wait_for_cold_start)
+            except errors.ApiError:
+                raise
+            except Exception as exc:  # any other failure to answer means "not ready": say which and why
                 raise errors.Unavailable(
                     f"{model_id} is not ready ({type(exc).__name__})", self.settings.timeouts.retry_after_s
                 ) from None
@@ -283,9 +292,8 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
         """The classifier's answer within the time limit, its failures mapped to the client's errors."""
         retry = self.settings.timeouts.retry_after_s
         try:
-            return await asyncio.wait_for(response, self.settings.timeouts.inference_s)
+            return await self._in_time(model_id, response, self.settings.timeouts.inference_s)
         except asyncio.TimeoutError:
-            response.cancel()
             raise errors.Timeout(f"{model_id} did not answer within {self.settings.timeouts.inference_s:g}s") from None
         except BackPressureError:
             raise errors.Unavailable(f"{model_id} is overloaded; retry later", retry) from None
@@ -299,6 +307,31 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
             if isinstance(cause, (ImageDecodeError, ImageTooLargeError)):  # a JPEG the replica could not decode
                 raise self._decode_error(cause) from None
             raise
+
+    async def _in_time(
+        self, model_id: str, response: DeploymentResponse[R], limit_s: float, wait_for_cold_start: bool = True
+    ) -> R:
+        """`response` within `limit_s`; past it, while the variant starts from zero replicas, within
+        `timeouts.cold_start_s` of the call: then 503 with Retry-After (the cold start is under way, so a retry
+        later finds the replica). Any other lateness is asyncio.TimeoutError. A late response is cancelled."""
+        started = time.monotonic()
+        answer = asyncio.ensure_future(response)
+        try:
+            return await asyncio.wait_for(asyncio.shield(answer), limit_s)
+        except asyncio.TimeoutError:
+            if not wait_for_cold_start or not (await self.replicas.of(model_id)).cold:
+                answer.cancel()
+                response.cancel()
+                raise
+        cold_start_s = self.settings.timeouts.cold_start_s
+        try:
+            return await asyncio.wait_for(answer, max(0.0, cold_start_s - (time.monotonic() - started)))
+        except asyncio.TimeoutError:
+            response.cancel()
+            raise errors.Unavailable(
+                f"{model_id} is starting from zero replicas and did not answer within {cold_start_s:g}s",
+                self.settings.timeouts.retry_after_s,
+            ) from None
 
     def _label(self, model_id: str, info: ModelInfo, result: Classification) -> list[Prediction]:
         labels = self._labels_for(model_id, info)
@@ -370,15 +403,14 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
     async def list_models(self, request: Request) -> ModelList:
         """Every enabled variant: metadata, the loaded checkpoint, replicas and readiness."""
         self._authenticate(request)
-        replicas = self._running_replicas()
-        cards = [await self._card(model_id, replicas.get(model_id, 0)) for model_id in self.settings.models]
+        cards = [await self._card(model_id) for model_id in self.settings.models]
         return ModelList(models=cards, default=self.settings.default_model_id)
 
     @app.get("/v1/models/{name}", response_model=ModelCard, responses=_ERROR_RESPONSES)
     async def get_model(self, request: Request, name: str) -> ModelCard:
         self._authenticate(request)
         model_id = self._resolve(name)
-        return await self._card(model_id, self._running_replicas().get(model_id, 0))
+        return await self._card(model_id)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def index(self) -> HTMLResponse:
@@ -392,29 +424,34 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
 
     @app.get("/readyz", responses={503: {"model": ErrorBody}})
     async def readyz(self) -> dict:
-        """Every enabled variant loaded, warmed and answering."""
-        not_ready = []
+        """Every enabled variant loaded, warmed and answering, or cold (at zero replicas: its next request starts
+        one); `cold` names those."""
+        not_ready, cold = [], []
         for model_id in self.settings.models:
+            replicas = await self.replicas.of(model_id)
+            if replicas.cold:
+                cold.append(model_id)
             try:
-                await self._model_info(model_id, timeout_s=2.0)
+                await self._probe(model_id, replicas)
             except errors.Unavailable as exc:
                 not_ready.append(exc.message)
         if not_ready:
             raise errors.Unavailable("; ".join(not_ready), self.settings.timeouts.retry_after_s)
-        return {"status": "ready", "models": self.settings.models}
+        return {"status": "ready", "models": self.settings.models, "cold": cold}
 
-    def _running_replicas(self) -> dict[str, int]:
-        try:
-            app_status = serve.status().applications[self.settings.app_name]
-        except Exception:  # the controller is briefly unreachable: report zero rather than fail the listing
-            return {}
-        return {name: d.replica_states.get("RUNNING", 0) for name, d in app_status.deployments.items()}
+    async def _probe(self, model_id: str, replicas: Replicas) -> ModelInfo | None:
+        """What a probe may learn of a variant without starting a replica: what it loaded, or None for a cold variant
+        never asked before (servable: its first request starts a replica). 503 when it is not ready."""
+        if replicas.cold and model_id not in self._info:
+            return None
+        return await self._model_info(model_id, timeout_s=PROBE_TIMEOUT_S, wait_for_cold_start=False)
 
-    async def _card(self, model_id: str, replicas: int) -> ModelCard:
+    async def _card(self, model_id: str) -> ModelCard:
         variant = get_variant(model_id)
+        replicas = await self.replicas.of(model_id)
         reason = None
         try:
-            info: ModelInfo | None = await self._model_info(model_id, timeout_s=2.0)
+            info = await self._probe(model_id, replicas)
         except errors.Unavailable as exc:  # not loaded: the card still shows the static metadata, ready=false
             info, reason = None, exc.message
         return ModelCard(
@@ -433,8 +470,9 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
             device=info.device if info else None,
             precision=info.precision if info else None,
             decode=info.decode if info else None,
-            replicas=replicas,
-            ready=info is not None,
+            replicas=replicas.running,
+            cold=replicas.cold,
+            ready=info is not None or (replicas.cold and reason is None),
             not_ready_reason=reason,
             default=model_id == self.settings.default_model_id,
         )
@@ -487,7 +525,7 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
     async def oip_model_version_ready(self, request: Request, name: str, version: str) -> dict:
         self._authenticate(request)
         model_id = self._resolve_version(name, version)
-        await self._model_info(model_id, timeout_s=2.0)
+        await self._probe(model_id, await self.replicas.of(model_id))
         return {"name": model_id, "ready": True}
 
     @app.post("/v2/models/{name}/infer", responses=_OIP_ERRORS, openapi_extra=_OIP_INFER_BODY)

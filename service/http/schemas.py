@@ -59,8 +59,9 @@ class ModelCard(BaseModel):
     decode: DecodeSite | None = Field(
         description="where JPEG uploads are decoded: gateway (CPU) or replica (on the model's device)"
     )
-    replicas: int
-    ready: bool
+    replicas: int = Field(description="running replicas")
+    cold: bool = Field(description="at zero replicas by the autoscaler's choice: the next request starts one")
+    ready: bool = Field(description="servable: loaded and answering, or cold")
     not_ready_reason: str | None = None
     default: bool
 

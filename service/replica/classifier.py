@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 from ray import serve
+from ray.serve.exceptions import RayServeException
 
 from model import CheckpointError, get_variant
 from service.config import LiveBatchSettings, VariantSettings
 from service.decoding import DecodeRules
+from service.http.replica_counts import UNKNOWN, replicas_now
 from service.http.schemas import ModelInfo
 from service.metrics import ClassifierMetrics
 from service.replica.batcher import LaneBatcher
@@ -51,6 +53,15 @@ class _Queued:
     arrived: float
 
 
+def _no_replica_running() -> bool:
+    """Whether this replica's variant has no other replica running (False for a Classifier built outside Serve)."""
+    try:
+        context = serve.get_replica_context()
+    except RayServeException:
+        return False
+    return replicas_now(context.app_name).get(context.deployment, UNKNOWN).running == 0
+
+
 @serve.deployment
 class Classifier:
     """Loads once (weights, precision, device: a change means a new replica); batch size and wait come
@@ -58,6 +69,8 @@ class Classifier:
     every config change, so they change on running replicas."""
 
     def __init__(self, settings: VariantSettings) -> None:
+        # Asked first: a replica that starts while its variant has none running is a cold start (from zero replicas).
+        self._starting: tuple[float, bool] | None = (time.perf_counter(), _no_replica_running())
         cfg = settings.classifier
         self.model_id = settings.model_id
         self.metrics = ClassifierMetrics.create()
@@ -114,6 +127,12 @@ class Classifier:
         self._batcher.max_batch_size = self._batch.max_batch_size
         self._batcher.batch_wait_s = self._batch.batch_wait_timeout_s
         log.info("%s: batching %s", self.model_id, self._batch)
+        if self._starting is not None and self.info.ready:  # Serve's first call: the replica is warm and ready
+            started, cold = self._starting
+            start_s = time.perf_counter() - started
+            self.metrics.replica_start.observe(start_s, tags={"model": self.model_id, "cold": str(cold).lower()})
+            log.info("%s: replica ready %.1fs after its start (cold start: %s)", self.model_id, start_s, cold)
+        self._starting = None
 
     def _warm_up(self, first: int, last: int) -> None:
         sizes = list(range(first, last + 1))

@@ -20,13 +20,14 @@ from tests.support import DATA, ROOT
 PYPROJECT = (ROOT / "pyproject.toml").read_text()
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
-OVERLAYS = ["cpu", "gpu"]
+OVERLAYS = ["cpu", "gpu", "gpu-scale-to-zero"]
 K8S_VERSION = "1.32.0"
 # utils/constant.go: the port names the operator looks up, with its defaults.
 KUBERAY_PORTS = {"gcs-server": 6379, "dashboard": 8265, "client": 10001, "serve": 8000, "metrics": 8080}
 # The Ray resource that keeps each deployment on its worker group (deploy/README.md, "Layout").
 GATEWAY_GROUP = "gateways"
-CLASSIFIER_GROUPS = {"classifiers", "gpu-classifiers"}
+CLASSIFIER_GROUPS = {"classifiers", "gpu-classifiers", "gpu-classifiers-on-demand"}
+ON_DEMAND_GROUP = "gpu-classifiers-on-demand"  # the group that may have no pod (overlay gpu-scale-to-zero)
 
 Doc = dict[str, Any]
 

@@ -34,6 +34,7 @@ from tests.support.deploy import (
     K8S,
     K8S_VERSION,
     KUBERAY_PORTS,
+    ON_DEMAND_GROUP,
     OVERLAYS,
     PYPROJECT,
     Doc,
@@ -265,7 +266,26 @@ def test_autoscaling_and_upgrade_strategy(name):
     options = cluster["autoscalerOptions"]
     assert options["idleTimeoutSeconds"] > 0 and options["resources"]["limits"]["memory"]
     for group in cluster["workerGroupSpecs"]:
-        assert 1 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group["groupName"]
+        least = 0 if group["groupName"] == ON_DEMAND_GROUP else 1
+        assert least <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], group["groupName"]
+
+
+def test_the_on_demand_group_holds_only_variants_that_scale_to_zero():
+    """Scale to zero nodes (docs/scale-to-zero.md): the on-demand group starts with no pod and may have none (the
+    Ray autoscaler removes an idle pod, autoscaler/v2's idle termination, within minReplicas), and every deployment
+    that runs there may have zero replicas, or a pod would stay for it. It offers what the gpu group offers, under
+    its own resource; the warm variants stay on the gpu group."""
+    service = rayservice(overlay("gpu-scale-to-zero"))
+    by_name = dict(groups(service))
+    on_demand, warm = by_name[ON_DEMAND_GROUP], by_name["gpu-classifiers"]
+    assert on_demand["minReplicas"] == on_demand["replicas"] == 0 and on_demand["maxReplicas"] >= 1
+    assert ray_container(on_demand)["resources"] == ray_container(warm)["resources"]
+    offered = ray_resources(on_demand)
+    app = serve_config(service)["applications"][0]
+    placed = {name for name, actor in deployments(app).items() if placeable_on(actor, offered)}
+    entries = {d["name"]: d for d in app["deployments"]}
+    assert placed and all(entries[name]["autoscaling_config"]["min_replicas"] == 0 for name in placed)
+    assert {"hornet-t", "hornet-l-gf384"} <= set(entries) - placed
 
 
 def test_gpu_overlay_keeps_gateways_off_gpu_nodes():
@@ -301,7 +321,7 @@ def test_each_deployment_fits_only_on_its_own_worker_group(name):
             offering = {group_name for group_name, resources in offered.items() if resource in resources}
             assert offering and offering <= expected, f"{deployment}: {resource} is offered by {offering}"
         fits = {group_name for group_name, resources in offered.items() if placeable_on(actor, resources)}
-        assert fits == expected, f"{deployment} asks {actor}, fits on {fits or 'no group'}"
+        assert len(fits) == 1 and fits <= expected, f"{deployment} asks {actor}, fits on {fits or 'no group'}"
 
 
 @pytest.mark.parametrize("name", OVERLAYS)
@@ -332,8 +352,9 @@ def test_api_keys_are_on_and_mounted_only_where_gateways_run(name):
 
 
 def _fetch_command(name: str) -> tuple[list[str], Doc]:
-    (classifiers,) = [g for n, g in groups(rayservice(overlay(name))) if n in CLASSIFIER_GROUPS]
-    (init,) = classifiers["template"]["spec"]["initContainers"]
+    classifiers = [g for n, g in groups(rayservice(overlay(name))) if n in CLASSIFIER_GROUPS]
+    (init,) = classifiers[0]["template"]["spec"]["initContainers"]
+    assert all(g["template"]["spec"]["initContainers"] == [init] for g in classifiers)
     return init["command"], {e["name"]: e["value"] for e in init["env"]}
 
 
@@ -347,20 +368,19 @@ def test_classifiers_get_every_enabled_models_checkpoint(name):
     docs = overlay(name)
     service = rayservice(docs)
     args = serve_config(service)["applications"][0]["args"]
-    (classifiers,) = [g for n, g in groups(service) if n in CLASSIFIER_GROUPS]
-    spec = classifiers["template"]["spec"]
     _, env = _fetch_command(name)
-    (urls_map,) = [v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v]
-    (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == urls_map]
-    urls = [u for u in config_map["data"][Path(env["CHECKPOINT_URLS"]).name].split() if u.startswith("http")]
-    assert sorted(Path(u).name for u in urls) == sorted(
-        model.get_variant(m).checkpoint_filename for m in args["models"]
-    )
-    assert env["CHECKPOINT_DIR"] == args["checkpoint_dir"]
-    assert {"name": "checkpoints", "mountPath": args["checkpoint_dir"], "readOnly": True} in ray_container(classifiers)[
-        "volumeMounts"
-    ]
-    assert [v for v in spec["volumes"] if v["name"] == "checkpoints"][0]["emptyDir"]
+    for classifiers in [g for n, g in groups(service) if n in CLASSIFIER_GROUPS]:
+        spec = classifiers["template"]["spec"]
+        (urls_map,) = [v["configMap"]["name"] for v in spec["volumes"] if "configMap" in v]
+        (config_map,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == urls_map]
+        urls = [u for u in config_map["data"][Path(env["CHECKPOINT_URLS"]).name].split() if u.startswith("http")]
+        assert sorted(Path(u).name for u in urls) == sorted(
+            model.get_variant(m).checkpoint_filename for m in args["models"]
+        )
+        assert env["CHECKPOINT_DIR"] == args["checkpoint_dir"]
+        mount = {"name": "checkpoints", "mountPath": args["checkpoint_dir"], "readOnly": True}
+        assert mount in ray_container(classifiers)["volumeMounts"]
+        assert [v for v in spec["volumes"] if v["name"] == "checkpoints"][0]["emptyDir"]
 
 
 def test_init_container_fetches_and_verifies_checkpoints(http_dir, tmp_path):

@@ -118,6 +118,28 @@ def test_per_model_overrides_merge_into_the_defaults():
     assert t.batch.max_batch_size == 8
 
 
+def test_a_variants_resources_replace_the_common_ones_so_it_can_run_on_another_group():
+    s = Settings.model_validate(
+        {"models": ["hornet-t", "hornet-b"], "classifier": {"resources": {"on_demand_node": 0.01}},
+         "per_model": {"hornet-t": {"resources": {"warm_node": 0.01}}}}
+    )  # fmt: skip
+    assert s.classifier_for("hornet-t").resources == {"warm_node": 0.01}
+    assert s.classifier_for("hornet-b").resources == {"on_demand_node": 0.01}
+
+
+def test_scale_to_zero_settings_reach_serves_autoscaling_config():
+    from ray.serve.config import AutoscalingConfig
+
+    from service.serve_config import classifier_deployment
+
+    autoscaling = {"min_replicas": 0, "max_replicas": 2, "initial_replicas": 1, "downscale_to_zero_delay_s": 5}
+    s = Settings.model_validate({"models": ["hornet-t"], "classifier": {"autoscaling": autoscaling}})
+    config = classifier_deployment("hornet-t", s)["autoscaling_config"]
+    assert AutoscalingConfig.model_validate(config).downscale_to_zero_delay_s == 5 and "num_replicas" not in config
+    unset = Settings.model_validate({"models": ["hornet-t"], "classifier": {"autoscaling": {"min_replicas": 0}}})
+    assert "initial_replicas" not in classifier_deployment("hornet-t", unset)["autoscaling_config"]  # Serve's default
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -139,6 +161,14 @@ def test_per_model_overrides_merge_into_the_defaults():
         ({"default_model": "hornet-b"}, "not among the enabled models"),
         ({"device": "cuda"}, "reserves num_gpus=0"),
         ({"classifier": {"autoscaling": {"min_replicas": 5, "max_replicas": 2}}}, "min_replicas (5) > max_replicas"),
+        (
+            {"classifier": {"autoscaling": {"min_replicas": 1, "initial_replicas": 0}}},
+            "initial_replicas (0) is outside",
+        ),
+        (
+            {"classifier": {"autoscaling": {"min_replicas": 0, "downscale_to_zero_delay_s": -1}}},
+            "greater than or equal",
+        ),
         ({"weights_policy": "sometimes"}, "weights_policy"),
         ({"limits": {"max_body_bytes": 10}}, "max_body_bytes"),
         ({"typo_field": 1}, "Extra inputs are not permitted"),

@@ -23,6 +23,7 @@ from model.preprocess import DecodeTimeoutError
 from service.config import Settings
 from service.http import gateway as gateway_module
 from service.http.decode import DecodeQueueFull
+from service.http.replica_counts import ReplicaCounts, Replicas
 from service.http.schemas import ModelInfo
 from service.replica.classifier import Classification, ModelNotLoaded
 from service.replica.jpeg import EncodedJpeg
@@ -40,8 +41,11 @@ class _Call:
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.fn = fn
         self.cancelled = 0
+        self.calls = 0
 
     def remote(self, *args: Any) -> asyncio.Task:
+        self.calls += 1
+
         async def run() -> Any:
             result = self.fn(*args)
             return await result if asyncio.iscoroutine(result) else result
@@ -79,13 +83,26 @@ class StandInClassifier:
         return Classification(list(range(top_k)), [1 / (r + 2) for r in range(top_k)], 0.001, 0.002)
 
 
-def _gateway(settings: Settings, classifiers: dict[str, StandInClassifier]) -> tuple[Any, Any]:
+def _gateway(
+    settings: Settings, classifiers: dict[str, StandInClassifier], deployments: dict[str, SimpleNamespace] | None = None
+) -> tuple[Any, Any]:
     """The Gateway class as the deployment holds it (Serve wraps it in a subclass that serves the ASGI app), and
     the FastAPI app it serves: `serve.ingress` works on a copy of the class and the app, made together, so the
-    app is the one that class's code names `app`. Its routes find the instance through the replica context."""
+    app is the one that class's code names `app`. Its routes find the instance through the replica context.
+    `deployments`: what Serve's status says of a variant (default: two replicas running)."""
     user_class = gateway_module.Gateway.func_or_class.__mro__[1]
     assert user_class.__qualname__ == "Gateway"
-    return user_class(settings, classifiers), user_class.__init__.__globals__["app"]
+    gateway = user_class(settings, classifiers)
+    states = {m: deployment(running=2) for m in settings.models} | (deployments or {})
+    gateway.replicas = ReplicaCounts(settings.app_name, ask=lambda _: {m: Replicas.of(d) for m, d in states.items()})
+    return gateway, user_class.__init__.__globals__["app"]
+
+
+def deployment(running: int, status: str = "HEALTHY", trigger: str = "UPSCALE_COMPLETED") -> SimpleNamespace:
+    """A deployment as serve.status() reports it."""
+    return SimpleNamespace(
+        replica_states={"RUNNING": running} if running else {}, status=status, status_trigger=trigger
+    )
 
 
 @pytest.fixture
@@ -95,14 +112,13 @@ def serve_app(monkeypatch) -> Iterator[Callable[..., tuple[httpx.AsyncClient, di
 
     clients: list[httpx.AsyncClient] = []
 
-    def build(**overrides: Any) -> tuple[httpx.AsyncClient, dict[str, StandInClassifier]]:
+    def build(
+        deployments: dict[str, SimpleNamespace] | None = None, **overrides: Any
+    ) -> tuple[httpx.AsyncClient, dict[str, StandInClassifier]]:
         settings = Settings.model_validate({"models": ["hornet-t", "hornet-l-gf384"], **overrides})
         classifiers = {m: StandInClassifier(m, 21841 if m == "hornet-l-gf384" else 1000) for m in settings.models}
-        gateway, app = _gateway(settings, classifiers)
+        gateway, app = _gateway(settings, classifiers, deployments)
         monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=gateway))
-        running = {m: SimpleNamespace(replica_states={"RUNNING": 2}) for m in settings.models}
-        status = SimpleNamespace(applications={settings.app_name: SimpleNamespace(deployments=running)})
-        monkeypatch.setattr(serve, "status", lambda: status)
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         client = httpx.AsyncClient(transport=transport, base_url="http://gateway")
         clients.append(client)
@@ -340,6 +356,63 @@ def test_a_classifier_past_the_inference_time_limit_is_504_and_the_call_cancelle
     response = run(client.post("/v1/classify", content=JPEG, headers=RAW))
     assert "0.2s" in api_error(response, 504, "timeout")["message"]
     assert classifiers["hornet-t"].classify.cancelled == 1
+
+
+def test_a_variant_at_zero_replicas_is_ready_and_cold_and_probes_do_not_start_it(serve_app):
+    client, classifiers = serve_app(deployments={"hornet-l-gf384": deployment(running=0)})
+    ready = run(client.get("/readyz"))
+    assert ready.status_code == 200 and ready.json()["cold"] == ["hornet-l-gf384"]
+    card = run(client.get("/v1/models/hornet-l-gf384")).json()
+    assert card["cold"] is True and card["ready"] is True and card["replicas"] == 0 and card["precision"] is None
+    assert run(client.get("/v2/models/hornet-l-gf384/ready")).json()["ready"] is True
+    warm = run(client.get("/v1/models/hornet-t")).json()
+    assert warm["cold"] is False and warm["replicas"] == 2
+    assert classifiers["hornet-l-gf384"].describe.calls == 0  # nothing asked of the variant: no replica started
+
+
+@pytest.mark.parametrize(
+    ("status", "trigger", "cold"),
+    [("HEALTHY", "DOWNSCALE_COMPLETED", True), ("DOWNSCALING", "AUTOSCALING", True), ("UPSCALING", "AUTOSCALING", True),
+     ("UPDATING", "CONFIG_UPDATE_STARTED", False), ("UNHEALTHY", "HEALTH_CHECK_FAILED", False),
+     ("UPSCALING", "CONFIG_UPDATE_STARTED", False)],
+)  # fmt: skip
+def test_only_zero_replicas_by_the_autoscalers_choice_is_cold(serve_app, status, trigger, cold):
+    client, classifiers = serve_app(deployments={"hornet-t": deployment(running=0, status=status, trigger=trigger)})
+
+    async def no_replica():
+        await asyncio.sleep(5)
+
+    classifiers["hornet-t"].describe = _Call(no_replica)
+    card = run(client.get("/v1/models/hornet-t")).json()
+    assert card["cold"] is cold and card["ready"] is cold
+
+
+def test_a_request_waits_for_a_cold_start_past_the_inference_limit(serve_app):
+    client, classifiers = serve_app(deployments={"hornet-t": deployment(running=0, status="UPSCALING",
+                                                                        trigger="AUTOSCALING")},
+                                    timeouts={"inference_s": 0.2, "cold_start_s": 5})  # fmt: skip
+
+    async def starting(pixels, top_k):
+        await asyncio.sleep(0.6)  # the replica's start
+        return classifiers["hornet-t"]._answer(pixels, top_k)
+
+    classifiers["hornet-t"].behaviour = starting
+    assert run(client.post("/v1/classify", content=JPEG, headers=RAW)).status_code == 200
+
+
+def test_a_cold_start_past_its_limit_is_503_with_retry_after_and_the_call_cancelled(serve_app):
+    client, classifiers = serve_app(deployments={"hornet-t": deployment(running=0, status="UPSCALING",
+                                                                        trigger="AUTOSCALING")},
+                                    timeouts={"inference_s": 0.1, "cold_start_s": 0.3, "retry_after_s": 7})  # fmt: skip
+
+    async def never_starts(pixels, top_k):
+        await asyncio.sleep(5)
+
+    classifiers["hornet-t"].behaviour = never_starts
+    response = run(client.post("/v1/classify", content=JPEG, headers=RAW))
+    message = api_error(response, 503, "unavailable")["message"]
+    assert "starting from zero replicas" in message and "0.3s" in message
+    assert response.headers["retry-after"] == "7" and classifiers["hornet-t"].classify.cancelled == 1
 
 
 def test_a_variant_that_failed_to_load_is_503_and_named_in_readyz_and_its_card(serve_app):
