@@ -85,6 +85,9 @@ class AutoscalingSettings(_Strict):
         None, ge=0, description="no request this long takes the last replica away (default: downscale_delay_s)"
     )
     look_back_period_s: float = Field(30, gt=0, description="the window Serve averages the load over")
+    metrics_interval_s: float = Field(
+        10, gt=0, description="how often each gateway reports its load to Serve's autoscaler: a cold start's reaction"
+    )
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSettings:
