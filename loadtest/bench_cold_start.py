@@ -31,7 +31,8 @@ from model.checkpoint import sha256_of
 from service.config import load_settings
 
 LOCAL_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "config" / "local.yaml"
-# Zero replicas as soon as Serve's look-back window (above its 10 s metrics interval) has seen no request.
+# Zero replicas as soon as Serve's look-back window (above its default 10 s report interval) has seen no request;
+# --autoscaling '{"metrics_interval_s": 1}' measures the shorter interval (docs/scale-to-zero.md).
 TO_ZERO = {"min_replicas": 0, "max_replicas": 1, "initial_replicas": 1, "look_back_period_s": 11,
            "downscale_to_zero_delay_s": 0}  # fmt: skip
 

@@ -15,8 +15,9 @@ from tests.support.helpers import poll
 from .live import JPEG, JPEG_HEADERS, burst
 
 MODEL = "hornet-t"
-# Idle for Serve's look-back window (above its 10 s metrics interval), then no delay before the last replica goes.
-TO_ZERO = {"min_replicas": 0, "max_replicas": 1, "look_back_period_s": 11, "downscale_to_zero_delay_s": 0}
+# Load reports each second over a 2 s window, and no delay before the last replica goes: zero within seconds.
+TO_ZERO = {"min_replicas": 0, "max_replicas": 1, "metrics_interval_s": 1, "look_back_period_s": 2,
+           "downscale_to_zero_delay_s": 0}  # fmt: skip
 
 
 def _card(service) -> dict:
