@@ -95,10 +95,10 @@ $(PEERS_STAMP):
 	touch $(PEERS_STAMP)
 
 # hornet-serve against LitServe and Triton wrapping the same predictor and decode, under the same load (multipart,
-# c=1 and 16, 15 s windows): one table and the ratios hornet-serve / peer at c=16, then perf_analyzer against Triton
-# and hornet-serve (JSON in artifacts/bench/peers).
+# c=1 and 16, 15 s windows), three rounds interleaved: a table and the ratios hornet-serve / peer at c=16 per round,
+# the ranges over the rounds, and perf_analyzer against Triton and hornet-serve once (JSON in artifacts/bench/peers).
 bench-peers: $(STAMP) $(PEERS_STAMP) perf-analyzer
-	$(PY) -m loadtest.bench_peers --model hornet-t --concurrency 1,16 --seconds 15 --out artifacts/bench/peers
+	$(PY) -m loadtest.bench_peers --model hornet-t --concurrency 1,16 --seconds 15 --rounds 3 --out artifacts/bench/peers
 
 # Bulk classification (Ray Data) against the in-process model at the same precision (docs/bulk.md).
 bench-bulk: $(STAMP)

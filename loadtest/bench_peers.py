@@ -12,7 +12,9 @@ checked against the predictor in this process. hornet-serve itself is measured b
 --mode shipped` (started as `hornet-serve` starts it). One table (images/s and latency at the lowest and
 highest concurrency), the ratios hornet-serve / peer at the highest, CPU ms per answered request by process;
 then Triton's perf_analyzer (loadtest/perf_analyzer.py) against Triton over HTTP and against hornet-serve over
-HTTP and gRPC, one table; JSON under --out.
+HTTP and gRPC, one table; JSON under --out. `--rounds N` measures every server N times, interleaved (each round in
+another order), and prints each server's range and the ratios round by round: on a shared VM whose speed drifts
+by 25% within an hour, servers measured minutes apart differ by as much as the servers themselves.
 """
 
 from __future__ import annotations
@@ -275,6 +277,28 @@ def measure_hornet_serve(args: argparse.Namespace, image_files: list[Path]) -> d
             "perf_analyzer": [asdict(row) for row in analyzed]}  # fmt: skip
 
 
+def measure_server(
+    args: argparse.Namespace, name: str, images: list[bytes], image_files: list[Path], expected: list | None
+) -> dict:
+    if name == HORNET_SERVE:
+        return measure_hornet_serve(args, image_files)
+    return measure_peer(args, PEERS[name], images, expected)
+
+
+def print_rounds(rounds: list[dict], high: int) -> None:
+    """Each server's images/s at the top concurrency over the rounds, and hornet-serve / peer round by round."""
+    print(f"\nimages/s at c={high} over {len(rounds)} interleaved rounds")
+    for server in rounds[0]["order"]:
+        values = [row["images_per_s"] for r in rounds for result in r["results"] if result["server"] == server
+                  for row in result["rows"] if row["concurrency"] == high]  # fmt: skip
+        print(f"  {server:14} {min(values):.1f}-{max(values):.1f}  ({', '.join(f'{v:.1f}' for v in values)})")
+    for peer in {p for r in rounds for p in r["ratios_at_top_concurrency"]}:
+        ratios = [r["ratios_at_top_concurrency"][peer] for r in rounds if peer in r["ratios_at_top_concurrency"]]
+        print(
+            f"  {HORNET_SERVE} / {peer}: {min(ratios):.2f}-{max(ratios):.2f}  ({', '.join(f'{v:.2f}' for v in ratios)})"
+        )
+
+
 def print_perf_analyzer(results: list[dict], model: str) -> None:
     """perf_analyzer's rows of every server it ran against, in one table (the same photo, the same run)."""
     rows = [(r["server"], row) for r in results for row in r.get("perf_analyzer", [])]
@@ -326,6 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-answer-check", action="store_true", help="skip comparing the peers' top-5 with the predictor")
     p.add_argument("--perf-analyzer-window-ms", type=int, default=3000,
                    help="then Triton's perf_analyzer against Triton and hornet-serve (0: not run)")  # fmt: skip
+    p.add_argument("--rounds", type=int, default=1, help="measure every server this many times, interleaved")
     p.add_argument("--out", type=Path, default=Path("artifacts/bench/peers"))
     args = p.parse_args(argv)
     unknown = set(args.servers) - {*PEERS, HORNET_SERVE}
@@ -347,13 +372,19 @@ def main(argv: list[str] | None = None) -> dict:
           f"{cfg.batch.max_batch_size} within {cfg.batch.batch_wait_timeout_s * 1e3:.0f} ms, random weights", flush=True)  # fmt: skip
     peers = [PEERS[name] for name in args.servers if name in PEERS]
     expected = expected_top5(args.model, images) if peers and not args.no_answer_check else None
-    results = [measure_peer(args, peer, images, expected) for peer in peers]
-    if HORNET_SERVE in args.servers:
-        results.append(measure_hornet_serve(args, image_files))
-    ratios = print_report(results, min(args.concurrency), max(args.concurrency))
-    print_perf_analyzer(results, args.model)
+    rounds = []
+    for round_ in range(args.rounds):
+        order = args.servers[round_ % len(args.servers) :] + args.servers[: round_ % len(args.servers)]
+        print(f"\nround {round_ + 1} of {args.rounds}: {', '.join(order)}", flush=True)
+        results = [measure_server(args, name, images, image_files, expected) for name in order]
+        ratios = print_report(results, min(args.concurrency), max(args.concurrency))
+        print_perf_analyzer(results, args.model)
+        rounds.append({"order": order, "results": results, "ratios_at_top_concurrency": ratios})
+        args.perf_analyzer_window_ms = 0  # its table once, in the first round
+    if args.rounds > 1:
+        print_rounds(rounds, max(args.concurrency))
     result = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "precision": precision,
-              "results": results, "ratios_at_top_concurrency": ratios}  # fmt: skip
+              "rounds": rounds}  # fmt: skip
     path = args.out / f"peers_{args.model}.json"
     path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
