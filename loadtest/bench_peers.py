@@ -288,7 +288,7 @@ def measure_server(
 def print_rounds(rounds: list[dict], high: int) -> None:
     """Each server's images/s at the top concurrency over the rounds, and hornet-serve / peer round by round."""
     print(f"\nimages/s at c={high} over {len(rounds)} interleaved rounds")
-    for server in rounds[0]["order"]:
+    for server in [result["server"] for result in rounds[0]["results"]]:
         values = [row["images_per_s"] for r in rounds for result in r["results"] if result["server"] == server
                   for row in result["rows"] if row["concurrency"] == high]  # fmt: skip
         print(f"  {server:14} {min(values):.1f}-{max(values):.1f}  ({', '.join(f'{v:.1f}' for v in values)})")
@@ -381,12 +381,12 @@ def main(argv: list[str] | None = None) -> dict:
         print_perf_analyzer(results, args.model)
         rounds.append({"order": order, "results": results, "ratios_at_top_concurrency": ratios})
         args.perf_analyzer_window_ms = 0  # its table once, in the first round
+        result = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "precision": precision,
+                  "rounds": rounds}  # fmt: skip
+        path = args.out / f"peers_{args.model}.json"
+        path.write_text(json.dumps(result, indent=2))  # after each round: a later failure keeps what was measured
     if args.rounds > 1:
         print_rounds(rounds, max(args.concurrency))
-    result = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "precision": precision,
-              "rounds": rounds}  # fmt: skip
-    path = args.out / f"peers_{args.model}.json"
-    path.write_text(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return result
 
