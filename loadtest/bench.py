@@ -216,6 +216,8 @@ def print_accounting(model_only: dict, run: dict) -> None:
         print(f"  {name:42}" + "".join(f"{v:>12.1f}" for v in values))
     print(f"  {'empty Serve pipeline: c=1 p50 ms, c=' + str(floor['concurrency']) + ' requests/s':42}"
           f"{floor['c1_p50_ms']:>12.1f}{floor['requests_per_s']:>12.1f}")  # fmt: skip
+    print(f"  {'of its CPU, the hop to the replica (ms)':42}{floor['hop_cpu_ms']:>12.1f}  (the ingress answering "
+          f"alone spends {service_cpu_ms(floor['ingress_alone_cpu_ms_per_request']):.1f})")  # fmt: skip
 
 
 def print_report(model_only: dict, runs: list[dict], cores: int) -> dict:
@@ -259,6 +261,7 @@ def print_report(model_only: dict, runs: list[dict], cores: int) -> dict:
         "overhead_at_c1_ms": c1["p50_ms"] - model_only["batch1_ms"],
         "cpu_ms_beyond_forward_and_decode": beyond,
         "empty_serve_pipeline_cpu_ms": service_cpu_ms(shipped["serve_floor"]["cpu_ms_per_request"]),
+        "gateway_to_replica_hop_cpu_ms": shipped["serve_floor"]["hop_cpu_ms"],
     }  # fmt: skip
     print(f"\n{shipped['mode']} ({first_upload}): c={top['concurrency']} {top['images_per_s']:.1f} images/s = "
           f"{summary['share_of_limit']:.2f} of the machine's limit ({limit:.1f}), {summary['ratio_at_top_concurrency']:.2f} "

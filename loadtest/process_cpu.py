@@ -21,6 +21,7 @@ SERVICE_ROLES = (
     ("ProxyActor", "HTTP ingress (Python proxy)"),
     ("HAProxyManager", "HAProxy manager"),
     ("ServeReplica:serve-floor:", "empty pipeline (loadtest.serve_floor)"),
+    ("ServeReplica:serve-floor-alone:", "empty ingress alone (loadtest.serve_floor)"),
     # Ray's own processes, one role each: the accounting names which one holds CPU above its budget.
     ("ServeController", "Ray: Serve controller"),
     ("raylet", "Ray: raylet"),

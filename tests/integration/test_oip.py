@@ -75,9 +75,10 @@ def test_several_images_in_one_request_are_one_batch(service, client):
     indices, scores, names = result.as_numpy("class_index"), result.as_numpy("score"), result.as_numpy("label")
     assert indices.shape == scores.shape == names.shape == (4, 3)
     for i, data in enumerate(PHOTOS):
-        expected = _v1(service, "hornet-t", data)[:3]  # alone: batch 1, so allow float noise, not another order
+        expected = _v1(service, "hornet-t", data)[:3]  # alone: batch 1, so allow float noise
         assert scores[i].tolist() == pytest.approx([p["score"] for p in expected], abs=1e-4)
-        assert indices[i, 0] == expected[0]["class_index"]
+        # bf16 in a batch of 4 against a batch of 1: a class within the float noise of the top may come first
+        assert indices[i, 0] in [p["class_index"] for p in expected if expected[0]["score"] - p["score"] <= 1e-4]
         assert names[i].astype(str).tolist() == [LABEL_SETS["hornet-t"][c].name for c in indices[i]]
 
     def one_more_batch_of_4() -> bool:
