@@ -60,7 +60,12 @@ docker-engine:
 	command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v mmdebstrap >/dev/null || { \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 		--no-install-recommends docker.io docker-compose mmdebstrap; }
-	docker info >/dev/null 2>&1 || { $(SUDO) sh -c 'nohup dockerd >/var/log/hornet-dockerd.log 2>&1 &'; \
+	# An engine that did not stop (a machine restored from a snapshot) leaves its pid files behind: when another process
+	# has taken containerd's old pid, the new engine waits for that "containerd" and times out. Cleared first when no
+	# engine runs.
+	docker info >/dev/null 2>&1 || { pgrep -x dockerd >/dev/null || pgrep -x containerd >/dev/null || $(SUDO) rm -f \
+		/var/run/docker.pid /var/run/docker/containerd/containerd.pid /var/run/docker/containerd/containerd*.sock*; \
+		$(SUDO) sh -c 'nohup dockerd >/var/log/hornet-dockerd.log 2>&1 &'; \
 		for i in $$(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; }
 	docker info >/dev/null || { echo "the Docker engine did not start: see /var/log/hornet-dockerd.log" >&2; exit 1; }
 
