@@ -29,6 +29,7 @@ import torch
 from loadtest.bench_model import throughput
 from loadtest.bench_service import MODES
 from loadtest.machine import describe
+from loadtest.process_cpu import service_cpu_ms
 from model import BatchPredictor, create_model, decode, get_variant, resize
 from model.precision import resolve_precision
 from model.preprocess import draft_size
@@ -164,11 +165,6 @@ def plot(runs: list[dict], model_only: dict, title: str, path: Path) -> None:
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-
-
-def service_cpu_ms(row_cpu: dict[str, float]) -> float:
-    """CPU per request of every process of the service (the load generator excluded)."""
-    return sum(ms for role, ms in row_cpu.items() if "load generator" not in role)
 
 
 def part_cpu_ms(row_cpu: dict[str, float], part: str) -> float:

@@ -13,37 +13,28 @@ imports). Reading and hashing the checkpoint file, which the checkpoint director
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import numpy as np
 import torch
-from PIL import Image
 
 from loadtest.http_load import free_port, wait_ready
 from loadtest.machine import describe as describe_machine
 from model import create_model
 from model.checkpoint import sha256_of
 from service.config import load_settings
+from tests.support.helpers import poll
+from tests.support.images import encode, photo
 
 LOCAL_CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "config" / "local.yaml"
 # Zero replicas as soon as Serve's look-back window (above its default 10 s report interval) has seen no request;
 # --autoscaling '{"metrics_interval_s": 1}' measures the shorter interval (docs/scale-to-zero.md).
 TO_ZERO = {"min_replicas": 0, "max_replicas": 1, "initial_replicas": 1, "look_back_period_s": 11,
            "downscale_to_zero_delay_s": 0}  # fmt: skip
-
-
-def photo_jpeg(width: int = 1024, height: int = 768) -> bytes:
-    """A smooth photo-like JPEG (what the cold request carries; its decode is not the point here)."""
-    y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack([(x * 255 // width), (y * 255 // height), ((x + y) * 255 // (width + height))], -1)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels.astype(np.uint8)).save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
 
 
 def write_checkpoint(model_id: str, directory: Path) -> tuple[Path, dict]:
@@ -77,19 +68,16 @@ def replicas(client: httpx.Client, model_id: str) -> int:
     return client.get(f"/v1/models/{model_id}").json()["replicas"]
 
 
-def wait_for(condition, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.5)
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    if not poll(condition, timeout_s):
+        raise TimeoutError(what)
 
 
 def run(args: argparse.Namespace) -> dict:
     from service.local import local_service
 
     models = args.models.split(",")
-    image = photo_jpeg()
+    image = encode(photo(1024, 768, seed=100), "JPEG", quality=90)  # the bench's photos
     with tempfile.TemporaryDirectory() as tmp:
         files = {m: write_checkpoint(m, Path(tmp)) for m in models}
         base = load_settings(LOCAL_CONFIG, environ={})

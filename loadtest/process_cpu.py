@@ -74,3 +74,8 @@ def named_thread_seconds(process: psutil.Process) -> Counter[str]:
         if part:
             parts[part] += thread.user_time + thread.system_time
     return parts
+
+
+def service_cpu_ms(row_cpu: dict[str, float]) -> float:
+    """CPU per request of every process of the service (the load generator excluded)."""
+    return sum(ms for role, ms in row_cpu.items() if "load generator" not in role)

@@ -19,7 +19,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from loadtest.http_load import closed_loop
-from loadtest.process_cpu import cpu_seconds_by_role
+from loadtest.process_cpu import cpu_seconds_by_role, service_cpu_ms
 
 APP_NAME, ROUTE = "serve-floor", "/serve-floor"
 ALONE_APP_NAME, ALONE_ROUTE = "serve-floor-alone", "/serve-floor-alone"
@@ -83,10 +83,6 @@ def _loaded_cpu_ms(url: str, body: bytes, seconds: float, concurrency: int) -> t
     return requests / loaded.elapsed_s, {role: cpu / requests * 1e3 for role, cpu in spent.items()}
 
 
-def _service_ms(cpu_ms: dict[str, float]) -> float:
-    return sum(ms for role, ms in cpu_ms.items() if "load generator" not in role)
-
-
 def measure_floor(port: int, body: bytes, seconds: float, concurrency: int = 16) -> dict:
     """On the Serve instance already running: the empty pipeline's p50 latency (ms) at concurrency 1, and at
     `concurrency` its rate and the CPU ms each process role spends per request (what Ray Serve itself costs);
@@ -116,5 +112,5 @@ def measure_floor(port: int, body: bytes, seconds: float, concurrency: int = 16)
         "requests_per_s": rate,
         "cpu_ms_per_request": cpu_ms,
         "ingress_alone_cpu_ms_per_request": alone_cpu_ms,
-        "hop_cpu_ms": _service_ms(cpu_ms) - _service_ms(alone_cpu_ms),
+        "hop_cpu_ms": service_cpu_ms(cpu_ms) - service_cpu_ms(alone_cpu_ms),
     }

@@ -65,6 +65,16 @@ def test_a_photo_gets_the_same_top5_as_v1(service, client, model):
     assert result.get_response()["model_name"] == model
 
 
+def assert_each_as_alone(service, indices: np.ndarray, scores: np.ndarray, names: np.ndarray) -> None:
+    """Each PHOTOS image's top-3 from a batch of 4 (hornet-t) is its answer alone over /v1, a batch of 1: the same
+    scores within float noise, and as top-1 the same class or one within that noise of it (bf16 may swap them)."""
+    for i, data in enumerate(PHOTOS):
+        expected = _v1(service, "hornet-t", data)[:3]
+        assert scores[i].tolist() == pytest.approx([p["score"] for p in expected], abs=1e-4)
+        assert indices[i, 0] in [p["class_index"] for p in expected if expected[0]["score"] - p["score"] <= 1e-4]
+        assert names[i].astype(str).tolist() == [LABEL_SETS["hornet-t"][c].name for c in indices[i]]
+
+
 def test_several_images_in_one_request_are_one_batch(service, client):
     """hornet-t batches up to 4: four images in one request, at an idle replica, are one batch of 4."""
     above_before, total_before = service.batches_above("hornet-t", 3)
@@ -74,12 +84,7 @@ def test_several_images_in_one_request_are_one_batch(service, client):
     assert result.get_response()["id"] == "batch-1"
     indices, scores, names = result.as_numpy("class_index"), result.as_numpy("score"), result.as_numpy("label")
     assert indices.shape == scores.shape == names.shape == (4, 3)
-    for i, data in enumerate(PHOTOS):
-        expected = _v1(service, "hornet-t", data)[:3]  # alone: batch 1, so allow float noise
-        assert scores[i].tolist() == pytest.approx([p["score"] for p in expected], abs=1e-4)
-        # bf16 in a batch of 4 against a batch of 1: a class within the float noise of the top may come first
-        assert indices[i, 0] in [p["class_index"] for p in expected if expected[0]["score"] - p["score"] <= 1e-4]
-        assert names[i].astype(str).tolist() == [LABEL_SETS["hornet-t"][c].name for c in indices[i]]
+    assert_each_as_alone(service, indices, scores, names)
 
     def one_more_batch_of_4() -> bool:
         above, total = service.batches_above("hornet-t", 3)

@@ -20,7 +20,7 @@ from service.ray_env import GRPC_MAX_MESSAGE_BYTES
 from tests.support import DATA
 from tests.unit.service.grpc.test_grpc import HOSTILE, call, infer_request
 
-from .test_oip import LABEL_SETS, PHOTOS, TINY, _v1
+from .test_oip import PHOTOS, TINY, _v1, assert_each_as_alone
 
 PHOTO = (DATA / "public_input.png").read_bytes()  # a real photo
 
@@ -67,12 +67,7 @@ def test_several_images_in_one_request(service, client):
     assert result.get_response().id == "grpc-batch-1"
     indices, scores, names = result.as_numpy("class_index"), result.as_numpy("score"), result.as_numpy("label")
     assert indices.shape == scores.shape == names.shape == (4, 3)
-    for i, data in enumerate(PHOTOS):
-        expected = _v1(service, "hornet-t", data)[:3]  # alone: batch 1, so allow float noise
-        assert scores[i].tolist() == pytest.approx([p["score"] for p in expected], abs=1e-4)
-        # bf16 in a batch of 4 against a batch of 1: a class within the float noise of the top may come first
-        assert indices[i, 0] in [p["class_index"] for p in expected if expected[0]["score"] - p["score"] <= 1e-4]
-        assert names[i].astype(str).tolist() == [LABEL_SETS["hornet-t"][c].name for c in indices[i]]
+    assert_each_as_alone(service, indices, scores, names)
 
 
 def test_tritonclient_grpc_reads_the_errors(client):
