@@ -24,6 +24,7 @@ from service.http.errors import RETRY_AFTER_S
 WeightsPolicy = Literal["auto", "required", "random"]
 Device = Literal["auto", "cpu", "cuda"]
 DecodeWhere = Literal["auto", "gateway", "replica"]
+Topology = Literal["split", "colocated"]
 ENV_PREFIX = "HORNET_SERVE_"
 # Validation context key: the settings come from a Serve application's args (see _consistent).
 LIVE_FIELDS_ELSEWHERE = "live_fields_elsewhere"
@@ -245,6 +246,11 @@ class Settings(_Strict):
     )
     metrics_export_port: int = Field(8080, ge=1, le=65535)
     app_name: str = "hornet"
+    topology: Topology = Field(
+        "split",
+        description="split: a Serve deployment per variant behind the gateway's; colocated: the classifiers run "
+        "inside each gateway replica, no hop between them (one machine: docs/performance.md#colocated)",
+    )
     classifier: ClassifierSettings = ClassifierSettings()
     per_model: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides by variant id")
     gateway: GatewaySettings = GatewaySettings()
@@ -282,7 +288,24 @@ class Settings(_Strict):
                 raise ValueError(f"{model_id}: cuda_graphs needs device cuda (or auto on a GPU node)")
             if self.device == "cuda" and cfg.num_gpus == 0:
                 raise ValueError(f"device=cuda but {model_id} reserves num_gpus=0: Ray hides GPUs from such replicas")
+            if self.topology == "colocated":
+                self._check_colocatable(model_id, cfg)
+        if self.topology == "colocated" and sum(self.classifier_for(m).num_gpus for m in self.models) > 1:
+            raise ValueError("topology colocated: the variants' num_gpus add up to more than the one GPU of a replica")
         return self
+
+    @staticmethod
+    def _check_colocatable(model_id: str, cfg: ClassifierSettings) -> None:
+        """In the colocated topology a variant has no deployment of its own: what would scale or place one is refused,
+        not ignored."""
+        own = {"num_replicas": cfg.num_replicas != 1, "autoscaling": cfg.autoscaling is not None,
+               "resources": bool(cfg.resources)}  # fmt: skip
+        if any(own.values()):
+            names = ", ".join(name for name, set_ in own.items() if set_)
+            raise ValueError(
+                f"topology colocated: {model_id} sets {names}, but its classifier runs inside the gateway's replicas: "
+                "scale and place the gateway instead"
+            )
 
     @property
     def default_model_id(self) -> str:

@@ -51,7 +51,19 @@ GATEWAY = "Gateway"  # the ingress deployment's name
 
 
 def gateway_deployment(settings: Settings) -> dict[str, Any]:
+    """The gateway's Serve options. Colocated, each of its replicas also holds every variant's classifier: it reserves
+    their CPUs and GPUs too, and carries their batching as its `user_config` (applied by `Gateway.reconfigure`)."""
     gw = settings.gateway
+    actor: dict[str, Any] = {"num_cpus": gw.num_cpus}
+    colocated: dict[str, Any] = {}
+    if settings.topology == "colocated":
+        classifiers = {model_id: settings.classifier_for(model_id) for model_id in settings.models}
+        actor["num_cpus"] += sum(cfg.num_cpus for cfg in classifiers.values())
+        if num_gpus := sum(cfg.num_gpus for cfg in classifiers.values()):
+            actor["num_gpus"] = num_gpus
+        colocated["user_config"] = {model_id: cfg.batch.live().model_dump() for model_id, cfg in classifiers.items()}
+    if gw.resources:
+        actor["resources"] = dict(gw.resources)
     return {
         "name": GATEWAY,
         **_scaling(gw.num_replicas, gw.autoscaling),
@@ -59,7 +71,8 @@ def gateway_deployment(settings: Settings) -> dict[str, Any]:
         "max_queued_requests": gw.max_queued_requests,
         # Serve's own answer when the gateway's queue is full: 503 with Retry-After, as every other 503.
         "backpressure_config": {"status_code": 503, "retry_after_s": settings.timeouts.retry_after_s},
-        "ray_actor_options": {"num_cpus": gw.num_cpus, **({"resources": dict(gw.resources)} if gw.resources else {})},
+        **colocated,
+        "ray_actor_options": actor,
     }
 
 
@@ -89,7 +102,8 @@ def grpc_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve_config(settings: Settings) -> dict[str, Any]:
-    deployments = [classifier_deployment(m, settings) for m in settings.models] + [gateway_deployment(settings)]
+    classifiers = [classifier_deployment(m, settings) for m in settings.models] if settings.topology == "split" else []
+    deployments = [*classifiers, gateway_deployment(settings)]
     return {
         "proxy_location": "EveryNode",
         "http_options": {"host": settings.host, "port": settings.port},

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -24,7 +24,7 @@ from model import ImageDecodeError, ImageTooLargeError, LabelSet, UnknownModelEr
 from model.labels import for_head
 from model.preprocess import DecodeTimeoutError, OverBudgetError
 from service import oip
-from service.config import Settings
+from service.config import LiveBatchSettings, Settings
 from service.decoding import DecodeRules
 from service.grpc.servicer import InferenceServicer
 from service.http import errors
@@ -36,7 +36,9 @@ from service.http.schemas import ClassifyResponse, ErrorBody, ModelCard, ModelIn
 from service.http.upload import image_bytes, read_limited
 from service.metrics import GatewayMetrics, Outcome
 from service.replica.classifier import Classification, ModelNotLoaded
+from service.replica.in_process import InProcessClassifier
 from service.replica.jpeg import EncodedJpeg
+from service.serve_config import GATEWAY
 
 log = logging.getLogger("ray.serve")
 R = TypeVar("R")
@@ -158,13 +160,18 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 @serve.deployment
 @serve.ingress(app)
 class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's gRPC ingress (service/grpc)
-    def __init__(self, settings: Settings, classifiers: dict[str, DeploymentHandle]) -> None:
+    def __init__(self, settings: Settings, classifiers: dict[str, DeploymentHandle] | None) -> None:
+        """`classifiers`: the variants' deployment handles; None when colocated: this replica builds them itself."""
         self.settings = settings
-        self.classifiers = classifiers
         cap_malloc_arenas(GATEWAY_MALLOC_ARENAS)  # before the decode threads exist
+        self.classifiers: dict[str, DeploymentHandle | InProcessClassifier] = classifiers or {
+            model_id: InProcessClassifier(settings.variant(model_id)) for model_id in settings.models
+        }
         self.decoder = Decoder(settings.gateway, DecodeRules.from_settings(settings.limits, settings.timeouts.decode_s))
         self.metrics = GatewayMetrics.create()
-        self.replicas = ReplicaCounts(settings.app_name)
+        # Colocated, a variant's replicas are the gateway's own.
+        hosts = {model_id: GATEWAY for model_id in settings.models} if classifiers is None else {}
+        self.replicas = ReplicaCounts(settings.app_name, deployment_of=hosts)
         self._info: dict[str, ModelInfo] = {}
         self._labels: dict[str, LabelSet] = {}
         auth = settings.auth
@@ -172,6 +179,13 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
         self.buckets = TokenBuckets(auth.rate_per_s, auth.burst) if self.keys and auth.rate_per_s else None
         app.state.max_header_bytes = settings.limits.max_header_bytes
         app.state.in_flight = 0
+
+    def reconfigure(self, batches: dict[str, dict[str, Any]]) -> None:
+        """Colocated only (the gateway's `user_config`): each variant's batching, applied to its classifier here."""
+        for model_id, batch in batches.items():
+            classifier = self.classifiers[model_id]
+            assert isinstance(classifier, InProcessClassifier)
+            classifier.reconfigure(LiveBatchSettings.model_validate(batch))
 
     # --- /v1/classify, stage by stage --------------------------------------------------------------
 
@@ -288,7 +302,7 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
         """N images in one call: they enter the replica's batch queue together (Classifier.classify_many)."""
         return await self._answer(model_id, self.classifiers[model_id].classify_many.remote(images, top_k))
 
-    async def _answer(self, model_id: str, response: DeploymentResponse[R]) -> R:
+    async def _answer(self, model_id: str, response: DeploymentResponse[R] | asyncio.Task[R]) -> R:
         """The classifier's answer within the time limit, its failures mapped to the client's errors."""
         retry = self.settings.timeouts.retry_after_s
         try:
@@ -309,7 +323,11 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
             raise
 
     async def _in_time(
-        self, model_id: str, response: DeploymentResponse[R], limit_s: float, wait_for_cold_start: bool = True
+        self,
+        model_id: str,
+        response: DeploymentResponse[R] | asyncio.Task[R],
+        limit_s: float,
+        wait_for_cold_start: bool = True,
     ) -> R:
         """`response` within `limit_s`; past it, while the variant starts from zero replicas, within
         `timeouts.cold_start_s` of the call: then 503 with Retry-After (the cold start is under way, so a retry

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from ray import serve
@@ -49,9 +49,16 @@ class ReplicaCounts:
     replicas known (every variant UNKNOWN), never as an error."""
 
     def __init__(
-        self, app_name: str, max_age_s: float = 1.0, ask: Callable[[str], dict[str, Replicas]] | None = None
+        self,
+        app_name: str,
+        max_age_s: float = 1.0,
+        ask: Callable[[str], dict[str, Replicas]] | None = None,
+        deployment_of: Mapping[str, str] | None = None,
     ) -> None:
+        """`deployment_of`: the deployment that runs a name's replicas, where it is not the deployment of that name
+        (colocated, every variant's is the gateway's)."""
         self.app_name = app_name
+        self.deployment_of = dict(deployment_of or {})
         self.max_age_s = max_age_s
         self._ask = ask or replicas_now
         self._counts: dict[str, Replicas] = {}
@@ -66,8 +73,8 @@ class ReplicaCounts:
             self._asking.add_done_callback(self._asked)
         return await asyncio.shield(self._asking)
 
-    async def of(self, deployment: str) -> Replicas:
-        return (await self.get()).get(deployment, UNKNOWN)
+    async def of(self, name: str) -> Replicas:
+        return (await self.get()).get(self.deployment_of.get(name, name), UNKNOWN)
 
     def _asked(self, asking: asyncio.Future[dict[str, Replicas]]) -> None:
         self._asking = None

@@ -26,6 +26,7 @@ from service.http.decode import DecodeQueueFull
 from service.http.replica_counts import ReplicaCounts, Replicas
 from service.http.schemas import ModelInfo
 from service.replica.classifier import Classification, ModelNotLoaded
+from service.replica.in_process import LocalMethod
 from service.replica.jpeg import EncodedJpeg
 from tests.support.helpers import api_error
 from tests.support.images import encode, photo, png_header, webp_bomb
@@ -35,22 +36,17 @@ RAW = {"Content-Type": "image/jpeg"}
 KEY = "hsk_test-" + "k" * 32
 
 
-class _Call:
-    """`handle.method.remote(...)`: an awaitable response that can be cancelled, like a DeploymentResponse."""
+class _Call(LocalMethod):
+    """`handle.method.remote(...)` as the colocated gateway's own (a cancellable task), counting calls and cancels."""
 
     def __init__(self, fn: Callable[..., Any]) -> None:
-        self.fn = fn
+        super().__init__(fn)
         self.cancelled = 0
         self.calls = 0
 
     def remote(self, *args: Any) -> asyncio.Task:
         self.calls += 1
-
-        async def run() -> Any:
-            result = self.fn(*args)
-            return await result if asyncio.iscoroutine(result) else result
-
-        task = asyncio.ensure_future(run())
+        task = super().remote(*args)
         task.add_done_callback(lambda t: setattr(self, "cancelled", self.cancelled + t.cancelled()))
         return task
 
