@@ -18,7 +18,7 @@ def build_app(args: dict[str, Any]) -> Application:
     """`args` as `service.serve_config.application_args` writes them; the options of each deployment come
     from the same settings here and are overridden by the config's `deployments:` entries."""
     settings = Settings.model_validate(args, context={LIVE_FIELDS_ELSEWHERE: True})
-    if settings.topology == "colocated":  # each gateway replica builds the classifiers itself (InProcessClassifier)
+    if settings.colocated:  # each gateway replica builds the classifiers itself (InProcessClassifier)
         return Gateway.options(**gateway_deployment(settings)).bind(settings, None)
     classifiers = {
         model_id: Classifier.options(**classifier_deployment(model_id, settings)).bind(settings.variant(model_id))

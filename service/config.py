@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -24,7 +24,7 @@ from service.http.errors import RETRY_AFTER_S
 WeightsPolicy = Literal["auto", "required", "random"]
 Device = Literal["auto", "cpu", "cuda"]
 DecodeWhere = Literal["auto", "gateway", "replica"]
-Topology = Literal["split", "colocated"]
+Topology = Literal["auto", "split", "colocated"]
 ENV_PREFIX = "HORNET_SERVE_"
 # Validation context key: the settings come from a Serve application's args (see _consistent).
 LIVE_FIELDS_ELSEWHERE = "live_fields_elsewhere"
@@ -146,6 +146,25 @@ class ClassifierSettings(_Strict):
             )
 
 
+# What a variant's classifier can only have as a deployment of its own (topology split).
+_OWN_DEPLOYMENT: dict[str, Callable[[ClassifierSettings], bool]] = {
+    "num_replicas": lambda cfg: cfg.num_replicas != 1,
+    "autoscaling": lambda cfg: cfg.autoscaling is not None,
+    "resources": lambda cfg: bool(cfg.resources),
+    "num_gpus": lambda cfg: cfg.num_gpus > 0,  # colocated takes a GPU when asked, but `auto` keeps GPUs split
+}
+
+
+def _check_colocatable(model_id: str, cfg: ClassifierSettings) -> None:
+    """Colocated, a variant has no deployment of its own: what would scale or place one is refused, not ignored."""
+    own = [name for name, needs in _OWN_DEPLOYMENT.items() if name != "num_gpus" and needs(cfg)]
+    if own:
+        raise ValueError(
+            f"topology colocated: {model_id} sets {', '.join(own)}, but its classifier runs inside the gateway's "
+            "replicas: scale and place the gateway instead, or set topology: split"
+        )
+
+
 class GatewaySettings(_Strict):
     num_replicas: int = Field(1, ge=1)
     autoscaling: AutoscalingSettings | None = None
@@ -247,9 +266,10 @@ class Settings(_Strict):
     metrics_export_port: int = Field(8080, ge=1, le=65535)
     app_name: str = "hornet"
     topology: Topology = Field(
-        "split",
+        "auto",
         description="split: a Serve deployment per variant behind the gateway's; colocated: the classifiers run "
-        "inside each gateway replica, no hop between them (one machine: docs/performance.md#colocated)",
+        "inside each gateway replica, no hop between them (docs/performance.md#colocated); auto: colocated unless "
+        "a variant needs a deployment of its own (replicas, autoscaling, resources, a GPU)",
     )
     classifier: ClassifierSettings = ClassifierSettings()
     per_model: dict[str, dict[str, Any]] = Field(default_factory=dict, description="overrides by variant id")
@@ -289,23 +309,18 @@ class Settings(_Strict):
             if self.device == "cuda" and cfg.num_gpus == 0:
                 raise ValueError(f"device=cuda but {model_id} reserves num_gpus=0: Ray hides GPUs from such replicas")
             if self.topology == "colocated":
-                self._check_colocatable(model_id, cfg)
+                _check_colocatable(model_id, cfg)
         if self.topology == "colocated" and sum(self.classifier_for(m).num_gpus for m in self.models) > 1:
             raise ValueError("topology colocated: the variants' num_gpus add up to more than the one GPU of a replica")
         return self
 
-    @staticmethod
-    def _check_colocatable(model_id: str, cfg: ClassifierSettings) -> None:
-        """In the colocated topology a variant has no deployment of its own: what would scale or place one is refused,
-        not ignored."""
-        own = {"num_replicas": cfg.num_replicas != 1, "autoscaling": cfg.autoscaling is not None,
-               "resources": bool(cfg.resources)}  # fmt: skip
-        if any(own.values()):
-            names = ", ".join(name for name, set_ in own.items() if set_)
-            raise ValueError(
-                f"topology colocated: {model_id} sets {names}, but its classifier runs inside the gateway's replicas: "
-                "scale and place the gateway instead"
-            )
+    @property
+    def colocated(self) -> bool:
+        """Whether each gateway replica runs the classifiers itself. `auto` is measured on CPU (docs/performance.md#
+        colocated): colocated where every variant is one replica with no placement or GPU of its own."""
+        if self.topology != "auto":
+            return self.topology == "colocated"
+        return not any(needs(self.classifier_for(m)) for m in self.models for needs in _OWN_DEPLOYMENT.values())
 
     @property
     def default_model_id(self) -> str:

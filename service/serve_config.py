@@ -56,7 +56,7 @@ def gateway_deployment(settings: Settings) -> dict[str, Any]:
     gw = settings.gateway
     actor: dict[str, Any] = {"num_cpus": gw.num_cpus}
     colocated: dict[str, Any] = {}
-    if settings.topology == "colocated":
+    if settings.colocated:
         classifiers = {model_id: settings.classifier_for(model_id) for model_id in settings.models}
         actor["num_cpus"] += sum(cfg.num_cpus for cfg in classifiers.values())
         if num_gpus := sum(cfg.num_gpus for cfg in classifiers.values()):
@@ -80,6 +80,8 @@ def application_args(settings: Settings) -> dict[str, Any]:
     """The settings without what the deployments' entries carry (build_app validates them as such). A
     per-variant override left empty is dropped, so that a live change leaves the args as they were."""
     args = settings.model_dump(mode="json")
+    # Resolved here: `auto` looks at the live fields, which the args leave out.
+    args["topology"] = "colocated" if settings.colocated else "split"
     for section in (args["classifier"], args["gateway"], *args["per_model"].values()):
         for name in LIVE_DEPLOYMENT_FIELDS:
             section.pop(name, None)
@@ -102,7 +104,7 @@ def grpc_options(settings: Settings) -> dict[str, Any]:
 
 
 def serve_config(settings: Settings) -> dict[str, Any]:
-    classifiers = [classifier_deployment(m, settings) for m in settings.models] if settings.topology == "split" else []
+    classifiers = [classifier_deployment(m, settings) for m in settings.models] if not settings.colocated else []
     deployments = [*classifiers, gateway_deployment(settings)]
     return {
         "proxy_location": "EveryNode",

@@ -9,6 +9,8 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
+from ray.serve.exceptions import BackPressureError
+
 from service.config import LiveBatchSettings, VariantSettings
 from service.http.schemas import ModelInfo
 from service.replica.classifier import Classification, Classifier
@@ -31,13 +33,31 @@ class LocalMethod(Generic[R]):
 
 
 class InProcessClassifier:
-    """The Classifier deployment's class, built in this process; the methods the gateway calls."""
+    """The Classifier deployment's class, built in this process; the methods the gateway calls. Its requests are
+    bounded as Serve bounds a deployment's: past `max_ongoing_requests + max_queued_requests` at once, the call
+    raises Serve's BackPressureError (the gateway's 503)."""
 
     def __init__(self, settings: VariantSettings) -> None:
         self.classifier = Classifier.func_or_class(settings)
+        self.capacity = settings.classifier.max_ongoing_requests + settings.classifier.max_queued_requests
+        self.requests = 0
         self.describe: LocalMethod[ModelInfo] = LocalMethod(self.classifier.describe)
-        self.classify: LocalMethod[Classification] = LocalMethod(self.classifier.classify)
-        self.classify_many: LocalMethod[list[Classification]] = LocalMethod(self.classifier.classify_many)
+        self.classify: LocalMethod[Classification] = LocalMethod(self._bounded(self.classifier.classify))
+        self.classify_many: LocalMethod[list[Classification]] = LocalMethod(
+            self._bounded(self.classifier.classify_many)
+        )
 
     def reconfigure(self, batch: LiveBatchSettings) -> None:
         self.classifier.reconfigure(batch.model_dump())
+
+    def _bounded(self, method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        async def call(*args: Any) -> R:
+            if self.requests >= self.capacity:
+                raise BackPressureError(num_queued_requests=self.requests, max_queued_requests=self.capacity)
+            self.requests += 1
+            try:
+                return await method(*args)
+            finally:
+                self.requests -= 1
+
+        return call

@@ -16,6 +16,7 @@ TEST_SETTINGS = {
     "models": ["hornet-t", "hornet-l-gf384"],
     "weights_policy": "random",
     "device": "cpu",
+    "topology": "split",  # a deployment per variant, as the deploy configs run (test_colocated switches)
     "classifier": {
         "cpu_threads": 1,
         "decode": "gateway",

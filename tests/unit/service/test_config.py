@@ -232,16 +232,18 @@ def test_overrides_for_a_variant_that_is_not_enabled_are_ignored_with_a_log_line
 
 
 def test_live_settings_leave_the_application_args_alone_and_the_rest_changes_them():
-    base = Settings.model_validate({"models": ["hornet-t", "hornet-b"]})
+    base = Settings.model_validate({"models": ["hornet-t", "hornet-b"], "topology": "split"})
     live = Settings.model_validate({
-        "models": ["hornet-t", "hornet-b"],
+        "models": ["hornet-t", "hornet-b"], "topology": "split",
         "classifier": {"batch": {"batch_wait_timeout_s": 0.1}, "num_replicas": 3},
         "per_model": {"hornet-b": {"batch": {"max_batch_size": 4}, "max_queued_requests": 9}},
         "gateway": {"autoscaling": {"min_replicas": 1, "max_replicas": 3}},
     })  # fmt: skip
     assert application_args(live) == application_args(base)  # Serve's code version stays: no restart
     assert serve_config(live)["applications"][0]["deployments"] != serve_config(base)["applications"][0]["deployments"]
-    reload = Settings.model_validate({"models": ["hornet-t", "hornet-b"], "classifier": {"precision": "fp32"}})
+    reload = Settings.model_validate(
+        {"models": ["hornet-t", "hornet-b"], "topology": "split", "classifier": {"precision": "fp32"}}
+    )
     assert application_args(reload) != application_args(base)
 
 
