@@ -83,7 +83,7 @@ serve: $(STAMP)
 bench: $(STAMP) perf-analyzer
 	$(PY) -m loadtest.bench_model --model hornet-t --batch-sizes 1,8 --json artifacts/bench/model_levers.json
 	$(PY) -m loadtest.bench_decode
-	$(PY) -m loadtest.bench --model hornet-t --modes shipped,no-haproxy,python-proxy
+	$(PY) -m loadtest.bench --model hornet-t --modes shipped,split,no-haproxy
 	$(PY) -m loadtest.bench_daemon --json artifacts/bench/daemon.json \
 		--args "--config deploy/config/local.yaml --weights random" \
 		--args "--models hornet-t,hornet-l-gf384 --weights random --device cpu"

@@ -182,6 +182,12 @@ def forward_cpu_ms(model_only: dict, concurrency: int) -> float:
     return model_only["batch1_forward_cpu_ms"] if concurrency == 1 else model_only["forward_cpu_ms_per_image"]
 
 
+def model_process(row: dict) -> str:
+    """The role of the process whose threads run the forward: the model replica, or colocated, the gateway."""
+    return next((role.removesuffix(": forward") for role in row["cpu_ms_per_request"] if role.endswith(": forward")),
+                MODEL_ROLE)  # fmt: skip
+
+
 def print_accounting(model_only: dict, run: dict) -> None:
     """Every core-millisecond of a request, by process, at each concurrency: the forward and the decode as their
     threads spent them (beside what the model and the decode alone spend), what the rest of the replica and every
@@ -206,7 +212,7 @@ def print_accounting(model_only: dict, run: dict) -> None:
         "  of it the decode (its threads)": measured["decode"],
         "    the decode alone would spend": [decode] * len(totals),
         "  everything else": [t - f - d for t, f, d in zip(totals, measured["forward"], measured["decode"], strict=True)],
-        "    of it in the model replica": [r["cpu_ms_per_request"].get(MODEL_ROLE, 0) for r in run["rows"]],
+        "    of it in the model's process": [r["cpu_ms_per_request"].get(model_process(r), 0) for r in run["rows"]],
     }  # fmt: skip
     for name, values in lines.items():
         print(f"  {name:42}" + "".join(f"{v:>12.1f}" for v in values))

@@ -29,13 +29,17 @@ MODES: dict[str, dict[str, str]] = {
     "no-haproxy": {"RAY_SERVE_ENABLE_HA_PROXY": "0"},
     "no-throughput-mode": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0"},
     "nice-15": {"RAY_worker_niceness": "15"},
+    "split": {},
 }  # fmt: skip
+# Settings on top of the defaults for a mode: `split` is the deploy configs' topology (the default on one machine
+# is colocated: docs/performance.md#colocated).
+MODE_SETTINGS: dict[str, dict[str, str]] = {"split": {"topology": "split"}}
 
 
 def run(args: argparse.Namespace) -> dict:
     from service.local import local_service
 
-    overrides = json.loads(args.settings)
+    overrides = {**MODE_SETTINGS.get(args.mode, {}), **json.loads(args.settings)}
     settings = Settings.model_validate({
         **overrides, "models": [args.model], "weights_policy": "random", "device": "cpu",
         "port": free_port(), "metrics_export_port": free_port(),
