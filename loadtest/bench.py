@@ -38,6 +38,7 @@ from service.decoding import DecodeRules
 from tests.support.images import encode, photo
 
 MODEL_ROLE = "model replica"
+RAY_SERVE_HELPERS = ("HTTP ingress (Python proxy)", "HAProxy manager")  # Serve's, idle unless the ingress changes
 PARTS = ("forward", "decode")  # the threads loadtest.process_cpu tells apart
 
 
@@ -188,6 +189,14 @@ def model_process(row: dict) -> str:
                 MODEL_ROLE)  # fmt: skip
 
 
+def ray_idle_ms_per_request(run: dict, row: dict) -> float:
+    """What Ray's own processes (Serve's controller, GCS, raylet, agents, the fallback proxy, HAProxy's manager) burn
+    with no request at all, spread over the requests of `row`: a fixed cost, not a cost of serving a request."""
+    idle = run["idle_cpu_ms_per_s"]
+    ms_per_s = sum(ms for role, ms in idle.items() if role.startswith("Ray:") or role in RAY_SERVE_HELPERS)
+    return ms_per_s / max(row["images_per_s"], 1e-9)
+
+
 def print_accounting(model_only: dict, run: dict) -> None:
     """Every core-millisecond of a request, by process, at each concurrency: the forward and the decode as their
     threads spent them (beside what the model and the decode alone spend), what the rest of the replica and every
@@ -213,6 +222,7 @@ def print_accounting(model_only: dict, run: dict) -> None:
         "    the decode alone would spend": [decode] * len(totals),
         "  everything else": [t - f - d for t, f, d in zip(totals, measured["forward"], measured["decode"], strict=True)],
         "    of it in the model's process": [r["cpu_ms_per_request"].get(model_process(r), 0) for r in run["rows"]],
+        "    of it the idle cost of Ray's processes": [ray_idle_ms_per_request(run, r) for r in run["rows"]],
     }  # fmt: skip
     for name, values in lines.items():
         print(f"  {name:42}" + "".join(f"{v:>12.1f}" for v in values))
@@ -262,13 +272,15 @@ def print_report(model_only: dict, runs: list[dict], cores: int) -> dict:
         "ratio_at_top_concurrency": top["images_per_s"] / model_only["images_per_s"],
         "overhead_at_c1_ms": c1["p50_ms"] - model_only["batch1_ms"],
         "cpu_ms_beyond_forward_and_decode": beyond,
+        "of_it_idle_cost_of_rays_processes_ms": ray_idle_ms_per_request(shipped, top),
         "empty_serve_pipeline_cpu_ms": service_cpu_ms(shipped["serve_floor"]["cpu_ms_per_request"]),
         "gateway_to_replica_hop_cpu_ms": shipped["serve_floor"]["hop_cpu_ms"],
     }  # fmt: skip
     print(f"\n{shipped['mode']} ({first_upload}): c={top['concurrency']} {top['images_per_s']:.1f} images/s = "
           f"{summary['share_of_limit']:.2f} of the machine's limit ({limit:.1f}), {summary['ratio_at_top_concurrency']:.2f} "
           f"of the model alone; overhead at c=1 {summary['overhead_at_c1_ms']:.1f} ms; CPU per request beyond the "
-          f"forward and the decode {beyond:.1f} ms, of which an empty Serve pipeline spends "
+          f"forward and the decode {beyond:.1f} ms, of which Ray's processes idle "
+          f"{summary['of_it_idle_cost_of_rays_processes_ms']:.1f}; an empty Serve pipeline spends "
           f"{summary['empty_serve_pipeline_cpu_ms']:.1f}")  # fmt: skip
     return summary
 
