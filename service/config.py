@@ -136,6 +136,10 @@ class ClassifierSettings(_Strict):
     labels_file: str | None = None
     resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources (placement)")
 
+    def live(self) -> LiveClassifierSettings:
+        return LiveClassifierSettings(batch=self.batch.live(), max_ongoing_requests=self.max_ongoing_requests,
+                                      max_queued_requests=self.max_queued_requests)  # fmt: skip
+
     def check_batches_can_fill(self) -> None:
         needed = self.batch.max_batch_size * self.batch.max_concurrent_batches
         if self.max_ongoing_requests < needed:
@@ -144,6 +148,15 @@ class ClassifierSettings(_Strict):
                 f"max_concurrent_batches ({self.batch.max_batch_size} x {self.batch.max_concurrent_batches} = "
                 f"{needed}): batches could never fill"
             )
+
+
+class LiveClassifierSettings(_Strict):
+    """What a colocated variant changes on the running gateway replicas: its part of the gateway's `user_config` (split,
+    Serve applies the same fields to the variant's own deployment)."""
+
+    batch: LiveBatchSettings
+    max_ongoing_requests: int = Field(ge=1)
+    max_queued_requests: int = Field(ge=1)
 
 
 # What a variant's classifier can only have as a deployment of its own (topology split).

@@ -52,7 +52,8 @@ GATEWAY = "Gateway"  # the ingress deployment's name
 
 def gateway_deployment(settings: Settings) -> dict[str, Any]:
     """The gateway's Serve options. Colocated, each of its replicas also holds every variant's classifier: it reserves
-    their CPUs and GPUs too, and carries their batching as its `user_config` (applied by `Gateway.reconfigure`)."""
+    their CPUs and GPUs too, and carries their batching and request bounds as its `user_config` (applied by
+    `Gateway.reconfigure`)."""
     gw = settings.gateway
     actor: dict[str, Any] = {"num_cpus": gw.num_cpus}
     colocated: dict[str, Any] = {}
@@ -61,7 +62,7 @@ def gateway_deployment(settings: Settings) -> dict[str, Any]:
         actor["num_cpus"] += sum(cfg.num_cpus for cfg in classifiers.values())
         if num_gpus := sum(cfg.num_gpus for cfg in classifiers.values()):
             actor["num_gpus"] = num_gpus
-        colocated["user_config"] = {model_id: cfg.batch.live().model_dump() for model_id, cfg in classifiers.items()}
+        colocated["user_config"] = {model_id: cfg.live().model_dump() for model_id, cfg in classifiers.items()}
     if gw.resources:
         actor["resources"] = dict(gw.resources)
     return {

@@ -24,7 +24,7 @@ from model import ImageDecodeError, ImageTooLargeError, LabelSet, UnknownModelEr
 from model.labels import for_head
 from model.preprocess import DecodeTimeoutError, OverBudgetError
 from service import oip
-from service.config import LiveBatchSettings, Settings
+from service.config import LiveClassifierSettings, Settings
 from service.decoding import DecodeRules
 from service.grpc.servicer import InferenceServicer
 from service.http import errors
@@ -180,12 +180,13 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
         app.state.max_header_bytes = settings.limits.max_header_bytes
         app.state.in_flight = 0
 
-    def reconfigure(self, batches: dict[str, dict[str, Any]]) -> None:
-        """Colocated only (the gateway's `user_config`): each variant's batching, applied to its classifier here."""
-        for model_id, batch in batches.items():
+    def reconfigure(self, variants: dict[str, dict[str, Any]]) -> None:
+        """Colocated only (the gateway's `user_config`): each variant's batching and request bounds, applied to its
+        classifier here."""
+        for model_id, live in variants.items():
             classifier = self.classifiers[model_id]
             assert isinstance(classifier, InProcessClassifier)
-            classifier.reconfigure(LiveBatchSettings.model_validate(batch))
+            classifier.reconfigure(LiveClassifierSettings.model_validate(live))
 
     # --- /v1/classify, stage by stage --------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from ray.serve.exceptions import BackPressureError
 
-from service.config import LiveBatchSettings, VariantSettings
+from service.config import LiveClassifierSettings, VariantSettings
 from service.http.schemas import ModelInfo
 from service.replica.classifier import Classification, Classifier
 
@@ -34,8 +34,9 @@ class LocalMethod(Generic[R]):
 
 class InProcessClassifier:
     """The Classifier deployment's class, built in this process; the methods the gateway calls. Its requests are
-    bounded as Serve bounds a deployment's: past `max_ongoing_requests + max_queued_requests` at once, the call
-    raises Serve's BackPressureError (the gateway's 503)."""
+    bounded as Serve bounds a deployment's: past `max_ongoing_requests + max_queued_requests` at once (from the
+    gateway's `user_config`, as the args leave them out), the call raises Serve's BackPressureError (the gateway's
+    503)."""
 
     def __init__(self, settings: VariantSettings) -> None:
         self.classifier = Classifier.func_or_class(settings)
@@ -47,8 +48,9 @@ class InProcessClassifier:
             self._bounded(self.classifier.classify_many)
         )
 
-    def reconfigure(self, batch: LiveBatchSettings) -> None:
-        self.classifier.reconfigure(batch.model_dump())
+    def reconfigure(self, live: LiveClassifierSettings) -> None:
+        self.classifier.reconfigure(live.batch.model_dump())
+        self.capacity = live.max_ongoing_requests + live.max_queued_requests
 
     def _bounded(self, method: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         async def call(*args: Any) -> R:

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from service.config import Settings
+from service.config import LIVE_FIELDS_ELSEWHERE, Settings
 from service.replica import classifier as classifier_module
 from service.replica.in_process import InProcessClassifier
-from service.serve_config import GATEWAY, application_args, serve_config
+from service.serve_config import GATEWAY, application_args, gateway_deployment, serve_config
 from tests.unit.service.http.test_gateway import JPEG, RAW, deployment
 from tests.unit.service.replica.test_classify_many import StandInPredictor
 
@@ -59,8 +59,11 @@ def test_the_serve_config_has_the_gateway_alone_reserving_the_classifiers_and_ca
     (gateway,) = serve_config(settings)["applications"][0]["deployments"]
     assert gateway["name"] == GATEWAY
     assert gateway["ray_actor_options"] == {"num_cpus": 0.25 + 0.5 + 1}
-    assert gateway["user_config"] == {"hornet-t": {"max_batch_size": 8, "batch_wait_timeout_s": 0.02},
-                                      "hornet-l-gf384": {"max_batch_size": 2, "batch_wait_timeout_s": 0.02}}  # fmt: skip
+    bounds = {"max_ongoing_requests": 64, "max_queued_requests": 64}
+    assert gateway["user_config"] == {
+        "hornet-t": {"batch": {"max_batch_size": 8, "batch_wait_timeout_s": 0.02}, **bounds},
+        "hornet-l-gf384": {"batch": {"max_batch_size": 2, "batch_wait_timeout_s": 0.02}, **bounds},
+    }
     rebatched = Settings.model_validate(
         {**BASE, "per_model": {"hornet-l-gf384": {"num_cpus": 1, "batch": {"max_batch_size": 4}}}}
     )
@@ -71,8 +74,9 @@ def test_the_serve_config_has_the_gateway_alone_reserving_the_classifiers_and_ca
 
 @pytest.fixture
 def colocated(monkeypatch, request) -> tuple[Any, httpx.AsyncClient, dict[str, StandInPredictor]]:
-    """A colocated Gateway as its replica holds it: it builds both classifiers itself, each over its own stand-in
-    predictor; Serve reports its own deployment (two replicas) and no classifier deployment."""
+    """A colocated Gateway as its replica holds it: built from the application's args (which leave out the live
+    fields) and then given its deployment's `user_config`, as Serve does; it builds both classifiers itself, each over
+    its own stand-in predictor; Serve reports its own deployment (two replicas) and no classifier deployment."""
     from ray import serve
 
     from tests.unit.service.http.test_gateway import _gateway
@@ -85,8 +89,10 @@ def colocated(monkeypatch, request) -> tuple[Any, httpx.AsyncClient, dict[str, S
                                weights_status="random-init", weights=SimpleNamespace(description="stand-in"))  # fmt: skip
 
     monkeypatch.setattr(classifier_module, "load_predictor", load)
-    settings = Settings.model_validate({**BASE, **getattr(request, "param", {})})
+    configured = Settings.model_validate({**BASE, **getattr(request, "param", {})})
+    settings = Settings.model_validate(application_args(configured), context={LIVE_FIELDS_ELSEWHERE: True})
     gateway, app = _gateway(settings, None, deployments={GATEWAY: deployment(running=2)})
+    gateway.reconfigure(gateway_deployment(configured)["user_config"])
     gateway.replicas.deployment_of = {m: GATEWAY for m in settings.models}  # as the Gateway sets it when colocated
     monkeypatch.setattr(serve, "get_replica_context", lambda: SimpleNamespace(servable_object=gateway))
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway")
@@ -97,7 +103,9 @@ def colocated(monkeypatch, request) -> tuple[Any, httpx.AsyncClient, dict[str, S
 def test_a_colocated_gateway_classifies_through_its_own_classifiers_batched_as_reconfigured(colocated):
     gateway, client, predictors = colocated
     assert all(isinstance(c, InProcessClassifier) for c in gateway.classifiers.values())
-    gateway.reconfigure({"hornet-t": {"max_batch_size": 2, "batch_wait_timeout_s": 0.2}})  # Serve's call, live
+    live = {"batch": {"max_batch_size": 2, "batch_wait_timeout_s": 0.2}, "max_ongoing_requests": 64,
+            "max_queued_requests": 64}  # fmt: skip
+    gateway.reconfigure({"hornet-t": live})  # Serve's call on a live change
 
     async def five() -> list[httpx.Response]:
         return await asyncio.gather(*(client.post("/v1/classify", content=JPEG, headers=RAW) for _ in range(5)))
