@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         url = args.url
         if args.serve:
-            from service.local import local_service
+            from service.daemon.local import local_service
 
             keys_file = None
             if args.auth:

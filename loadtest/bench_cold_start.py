@@ -74,7 +74,7 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None
 
 
 def run(args: argparse.Namespace) -> dict:
-    from service.local import local_service
+    from service.daemon.local import local_service
 
     models = args.models.split(",")
     image = encode(photo(1024, 768, seed=100), "JPEG", quality=90)  # the bench's photos

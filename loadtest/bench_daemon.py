@@ -40,7 +40,7 @@ def _descendants(pid: int) -> list[psutil.Process]:
 
 # Ray's agents told apart (loadtest.process_cpu puts them in one role).
 RAY_PARTS = (("dashboard/agent.py", "dashboard agent"), ("runtime_env/agent", "runtime env agent"),
-             ("log_monitor", "log monitor"), ("service.cli", "hornet-serve"))  # fmt: skip
+             ("log_monitor", "log monitor"), ("service.daemon.cli", "hornet-serve"))  # fmt: skip
 
 
 def _role(process: psutil.Process) -> str:

@@ -3,7 +3,7 @@ so each Ray mode (see `MODES`) gets a fresh process with that environment.
 
     python -m loadtest.bench_service --mode shipped --model hornet-t --json out.json
 
-Starts the service exactly as `hornet-serve` does (`service.local.local_service`, default settings but
+Starts the service exactly as `hornet-serve` does (`service.daemon.local.local_service`, default settings but
 random weights), then runs the closed-loop load per upload kind and concurrency, with the CPU each
 process role spent per answered request, and the empty Serve pipeline's latency.
 """
@@ -20,7 +20,7 @@ from loadtest.http_load import closed_loop, free_port, multipart, summarize, wai
 from loadtest.process_cpu import cpu_seconds_by_role
 from service.config import Settings
 
-# Environment on top of service.ray_env.RAY_ENV for each mode the bench can compare.
+# Environment on top of service.daemon.ray_env.RAY_ENV for each mode the bench can compare.
 MODES: dict[str, dict[str, str]] = {
     "shipped": {},
     # The Ray defaults this project ran before: Python HTTP proxy, actor calls, workers at nice 15.
@@ -37,7 +37,7 @@ MODE_SETTINGS: dict[str, dict[str, str]] = {"split": {"topology": "split"}}
 
 
 def run(args: argparse.Namespace) -> dict:
-    from service.local import local_service
+    from service.daemon.local import local_service
 
     overrides = {**MODE_SETTINGS.get(args.mode, {}), **json.loads(args.settings)}
     settings = Settings.model_validate({

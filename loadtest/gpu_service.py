@@ -94,7 +94,7 @@ def model_only(settings: Settings, model_id: str, seconds: float) -> dict:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    from service.local import local_service
+    from service.daemon.local import local_service
 
     sizes = {"320x240": (320, 240)} if args.quick else SIZES
     photos = {

@@ -147,7 +147,7 @@ def serve(model: str, image: bytes, concurrency: list[int], window_ms: int, stab
     """A local hornet-serve (this model, random weights, free ports) as `hornet-serve` starts it, then `run`."""
     from loadtest.http_load import free_port, wait_ready
     from service.config import Settings
-    from service.local import local_service
+    from service.daemon.local import local_service
 
     settings = Settings.model_validate({"models": [model], "weights_policy": "random", "device": "cpu",
                                         "port": free_port(), "grpc_port": free_port(),

@@ -27,7 +27,7 @@ from service.bulk.inputs import SourceError, list_inputs
 from service.bulk.job import BulkJob, make_job
 from service.bulk.output import OutputMismatch, PartWriter, read_existing
 from service.config import Device, Precision, Settings, WeightsPolicy, choices, configure_logging, load_settings
-from service.ray_env import RAY_SYSTEM_CONFIG
+from service.daemon.ray_env import RAY_SYSTEM_CONFIG
 from service.replica.weights import WeightsUnavailable, check_required_weights
 
 log = logging.getLogger("hornet-classify-bulk")

@@ -105,7 +105,7 @@ app.add_middleware(HeaderLimit)
 
 class InFlight:
     """The HTTP requests this replica holds, in `app.state.in_flight`: from the ASGI entry until the response is
-    sent. The stop's drain waits on it (service.local.drain_gateways): Serve's own count of a replica's ongoing
+    sent. The stop's drain waits on it (service.daemon.local.drain_gateways): Serve's own count of a replica's ongoing
     requests read 0 while requests were on their way. Every route counts: /readyz and /v1/models ask the
     classifiers too."""
 

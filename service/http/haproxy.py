@@ -8,13 +8,13 @@ renders itself. Left as rendered, it breaks three promises of docs/http.md and o
   answering, gets its connection closed with no answer at all (haproxy's `abort_keep_alive`, by design:
   the client is expected to retry). Only an L7 retry avoids that, and haproxy can replay a request only
   if the whole request sits in its buffer: so the body is buffered (`option http-buffer-request`, with
-  RAY_SERVE_HAPROXY_TUNE_BUFSIZE and the retry policy in service/ray_env.py), and the request goes to
+  RAY_SERVE_HAPROXY_TUNE_BUFSIZE and the retry policy in service/daemon/ray_env.py), and the request goes to
   another gateway replica (or Serve's fallback proxy) instead;
 - a client that trickles its request must be cut off: `timeout http-request` (which Ray does not set)
   bounds the head and the buffered body together, at the gateway's `timeouts.body_read_s`, with a JSON 408;
 - its stats and metrics ports listen on every interface whatever the API's host: they follow the API's
   address instead (loopback under `hornet-serve --host 127.0.0.1`).
-Ray lets the binary be replaced (RAY_SERVE_HAPROXY_BINARY_PATH, set by `service.local.apply_ray_env` and
+Ray lets the binary be replaced (RAY_SERVE_HAPROXY_BINARY_PATH, set by `service.daemon.local.apply_ray_env` and
 the image), so this program is that binary: it adds the contract to the rendered config, then execs the
 real haproxy with the same arguments (so Ray's process tracking, reloads and the config path stay Ray's).
 If the pinned Ray renders a config this does not recognise, the config runs unchanged and a warning says so.
@@ -28,7 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
-from service.cli import set_parent_death_signal
+from service.daemon.cli import set_parent_death_signal
 from service.http.errors import RequestTimeout, Unavailable
 
 # Every error haproxy itself answers with: the replica it needed is not there (502/503/504).

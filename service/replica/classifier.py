@@ -147,7 +147,7 @@ class Classifier:
         return self.info
 
     def in_flight(self) -> int:
-        """Images queued or running in this replica, for the stop's drain (service.local.drain_gateways)."""
+        """Images queued or running in this replica, for the stop's drain (service.daemon.local.drain_gateways)."""
         return self._in_flight
 
     async def classify(self, image: np.ndarray | EncodedJpeg, top_k: int) -> Classification:

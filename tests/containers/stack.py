@@ -19,8 +19,8 @@ import torch
 
 from loadtest.http_load import free_port
 from model import create_model, get_variant
+from service.daemon.server import main as hornet_serve
 from service.http.auth import KEY_PREFIX, hash_key
-from service.server import main as hornet_serve
 from tests.support import ROOT
 
 # COMPOSE="docker compose" runs the same tests under compose v2.

@@ -10,7 +10,7 @@ import pytest
 
 from loadtest.http_load import free_port, wait_ready
 from service.config import Settings
-from service.local import local_service, serve_actors
+from service.daemon.local import local_service, serve_actors
 
 from .live import FALLBACK_GRPC_PORT, TEST_SETTINGS, Service
 

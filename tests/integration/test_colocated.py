@@ -9,7 +9,7 @@ import asyncio
 from ray import serve
 
 from service.config import Settings
-from service.local import deploy, serve_actors
+from service.daemon.local import deploy, serve_actors
 from service.serve_config import GATEWAY
 from tests.support.helpers import poll
 

@@ -1,4 +1,4 @@
-"""The stop's drain (service.local.drain_gateways) on the session's service: the drain only waits (the stop comes
+"""The stop's drain (service.daemon.local.drain_gateways) on the session's service: the drain only waits (the stop comes
 after it), so the service serves on and the test watches it wait for requests in flight."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from service.local import drain_gateways
+from service.daemon.local import drain_gateways
 
 from .live import JPEG, JPEG_HEADERS
 
@@ -28,7 +28,7 @@ def test_the_drain_returns_only_once_every_request_in_flight_is_answered(service
                             timeout=120)  # fmt: skip
         return answer.status_code, time.monotonic()
 
-    with caplog.at_level(logging.INFO, logger="service.local"), ThreadPoolExecutor(len(REQUESTS)) as pool:
+    with caplog.at_level(logging.INFO, logger="service.daemon.local"), ThreadPoolExecutor(len(REQUESTS)) as pool:
         answers = [pool.submit(classify, position, model) for position, model in enumerate(REQUESTS)]
         time.sleep(0.2)
         drain_gateways(service.settings.app_name, timeout_s=120)

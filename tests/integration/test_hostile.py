@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.local import serve_actors
+from service.daemon.local import serve_actors
 from tests.support.helpers import api_error
 from tests.support.images import encode, photo, png_header, psd, webp_bomb
 

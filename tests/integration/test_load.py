@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 
 from service.config import Settings
-from service.local import serve_actors
+from service.daemon.local import serve_actors
 from tests.support.helpers import poll
 
 from .live import JPEG, JPEG_HEADERS, TEST_SETTINGS, burst

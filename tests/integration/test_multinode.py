@@ -17,7 +17,7 @@ import yaml
 
 from loadtest.http_load import free_port, wait_ready
 from service.config import Settings
-from service.local import ray_environment
+from service.daemon.local import ray_environment
 from service.serve_config import serve_config
 from tests.support.helpers import poll
 from tests.support.images import encode, photo

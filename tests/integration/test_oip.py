@@ -14,7 +14,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from model import labels
-from service.local import serve_actors
+from service.daemon.local import serve_actors
 from tests.support.helpers import poll
 from tests.support.images import encode, photo
 from tests.unit.service.http.test_oip import HOSTILE, oip_error

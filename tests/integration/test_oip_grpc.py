@@ -15,8 +15,8 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from loadtest import perf_analyzer
-from service.local import serve_actors
-from service.ray_env import GRPC_MAX_MESSAGE_BYTES
+from service.daemon.local import serve_actors
+from service.daemon.ray_env import GRPC_MAX_MESSAGE_BYTES
 from tests.support import DATA
 from tests.unit.service.grpc.test_grpc import HOSTILE, call, infer_request
 
@@ -88,7 +88,7 @@ def test_hostile_requests_are_refused_with_their_status_and_request_id(service, 
 
 
 def test_a_message_over_serves_limit_is_refused_before_it_reaches_the_gateway(service):
-    """gRPC itself refuses a message over RAY_SERVE_GRPC_MAX_MESSAGE_SIZE (service/ray_env.py)."""
+    """gRPC itself refuses a message over RAY_SERVE_GRPC_MAX_MESSAGE_SIZE (service/daemon/ray_env.py)."""
     huge = infer_request(raw=[bytes(GRPC_MAX_MESSAGE_BYTES)])
     answer = asyncio.run(call(service.grpc_address, "ModelInfer", huge))
     assert answer.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in answer.details, answer.details

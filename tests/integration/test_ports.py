@@ -10,7 +10,7 @@ from typing import NamedTuple
 import psutil
 from ray.serve._private import constants
 
-from service.local import service_ports
+from service.daemon.local import service_ports
 
 from .live import FALLBACK_GRPC_PORT
 

@@ -8,7 +8,7 @@ import asyncio
 import httpx
 
 from service.config import Settings
-from service.local import deploy, serve_actors
+from service.daemon.local import deploy, serve_actors
 from tests.support.helpers import poll
 
 from .live import JPEG, JPEG_HEADERS, burst

@@ -9,7 +9,7 @@ import asyncio
 import httpx
 
 from service.config import Settings
-from service.local import deploy
+from service.daemon.local import deploy
 from tests.support.helpers import poll
 
 from .live import JPEG, JPEG_HEADERS, burst

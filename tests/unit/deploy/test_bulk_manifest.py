@@ -28,7 +28,7 @@ from model import get_variant
 from service.bulk.cli import parse_args
 from service.bulk.job import make_job
 from service.config import Settings
-from service.ray_env import RAY_ENV
+from service.daemon.ray_env import RAY_ENV
 from tests.support import ROOT
 from tests.support.deploy import (
     K8S_VERSION,

@@ -25,7 +25,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.ray_env import RAY_ENV
+from service.daemon.ray_env import RAY_ENV
 from tests.support import ROOT
 from tests.support.deploy import (
     CLASSIFIER_GROUPS,
@@ -234,7 +234,7 @@ def test_spec_passes_the_operators_validation(name):
 
 @pytest.mark.parametrize("name", OVERLAYS)
 def test_every_ray_container_runs_with_ray_env(name):
-    """service/ray_env.py RAY_ENV is what every Ray process runs with (HAProxy ingress, throughput mode,
+    """service/daemon/ray_env.py RAY_ENV is what every Ray process runs with (HAProxy ingress, throughput mode,
     worker niceness, inline object size, no usage stats): head and every worker group, exactly."""
     for group_name, group in groups(rayservice(overlay(name))):
         env = {e["name"]: e["value"] for e in ray_container(group).get("env", []) if e["name"].startswith("RAY_")}

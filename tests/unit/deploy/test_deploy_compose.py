@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from service.daemon.ray_env import HAPROXY_BINARY_ENV, RAY_ENV
 from service.http.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
-from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV
 from tests.support import ROOT
 from tests.support.deploy import (
     DEPLOY,
@@ -62,7 +62,7 @@ def test_compose_file_parses_and_references_files_that_exist():
 
 @pytest.mark.parametrize("service", RAY_SERVICES)
 def test_compose_ray_services_run_with_ray_env(service):
-    """service/ray_env.py RAY_ENV, exactly, besides the variables that say where and who a node is."""
+    """service/daemon/ray_env.py RAY_ENV, exactly, besides the variables that say where and who a node is."""
     env = SERVICES[service]["environment"]
     assert {k: v for k, v in env.items() if k.startswith("RAY_") and k not in NODE_VARIABLES} == RAY_ENV
 
@@ -186,7 +186,7 @@ def test_dockerfile_installs_from_the_wheelhouse_alone_when_given_one():
 
 def test_image_sets_the_ray_environment_of_service_local():
     """Every `ray start` in the image (compose, KubeRay's generated command) runs with what
-    service/local.py ray_environment() gives a local Ray: RAY_ENV, the proxy middleware, and the HAProxy
+    service/daemon/local.py ray_environment() gives a local Ray: RAY_ENV, the proxy middleware, and the HAProxy
     wrapper at the path this image installs it (the `hornet-haproxy` script of pyproject.toml in /opt/venv)."""
     env = {k: v for k, v in image_env().items() if k.startswith("RAY_")}
     wrapper = "/opt/venv/bin/hornet-haproxy"

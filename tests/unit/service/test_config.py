@@ -6,8 +6,8 @@ import yaml
 from pydantic import ValidationError
 
 from service.config import LIVE_FIELDS_ELSEWHERE, Settings, load_settings
+from service.daemon.server import cli_overrides, parse_args
 from service.serve_config import application_args, render, serve_config
-from service.server import cli_overrides, parse_args
 from tests.support import ROOT
 
 SERVE_CONFIGS = [ROOT / "deploy" / "config" / f"{name}.yaml" for name in ("cpu", "gpu")]
@@ -181,7 +181,7 @@ def test_inconsistent_settings_are_refused_with_a_clear_message(data, message):
 
 
 def test_cli_refuses_a_bad_config_at_start_up(capsys):
-    from service.server import main
+    from service.daemon.server import main
 
     assert main(["--models", "hornet-t,nope", "--emit-serve-config"]) == 2
     assert "unknown HorNet variant 'nope'" in capsys.readouterr().err
@@ -250,7 +250,7 @@ def test_live_settings_leave_the_application_args_alone_and_the_rest_changes_the
 def test_required_weights_fail_before_start_up_naming_what_was_tried(tmp_path, monkeypatch, hub_dir, capsys):
     import urllib.error
 
-    from service import server
+    from service.daemon import server
     from service.replica import weights
 
     def offline(url):  # this machine has no route to the checkpoint host; make that explicit

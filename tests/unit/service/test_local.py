@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from service.config import Settings
-from service.local import on_loopback, service_ports
+from service.daemon.local import on_loopback, service_ports
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])

@@ -470,7 +470,7 @@ def test_a_jpeg_the_replica_could_not_decode_is_the_clients_error(serve_app, cau
 
 
 def test_the_gateway_counts_each_request_from_its_arrival_until_its_answer(serve_app):
-    """service.local.drain_gateways waits on Gateway.in_flight(): classifications on either protocol while they wait
+    """service.daemon.local.drain_gateways waits on Gateway.in_flight(): classifications on either protocol while they wait
     for their classifier, and a quick answer (here a 404) only while it is being answered."""
     client, classifiers = serve_app()
     gateway = gateway_module.serve.get_replica_context().servable_object

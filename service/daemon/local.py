@@ -19,9 +19,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from service.config import Settings
+from service.daemon.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
 from service.http.haproxy import REQUEST_TIMEOUT_ENV
 from service.http.proxy_middleware import CALLBACK_ENV, CALLBACK_PATH
-from service.ray_env import HAPROXY_BINARY_ENV, RAY_ENV, RAY_SYSTEM_CONFIG
 from service.serve_config import serve_config
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,5 @@
 """The `hornet-serve` server process: a local Ray, the Serve app on it, until SIGINT/SIGTERM (then a clean
-shutdown). `hornet-serve` (service/cli.py) starts it in a session of its own and passes signals on."""
+shutdown). `hornet-serve` (service/daemon/cli.py) starts it in a session of its own and passes signals on."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from model import CheckpointError
 from service.config import Device, Settings, WeightsPolicy, choices, configure_logging, load_settings
-from service.local import PortBusy, deploy, local_service
+from service.daemon.local import PortBusy, deploy, local_service
 from service.replica.weights import WeightsUnavailable, check_required_weights
 from service.serve_config import render, render_kuberay_patch
 

@@ -1,4 +1,4 @@
-"""`hornet-serve`: a small supervisor that runs the server (service/server.py) and passes signals on to it.
+"""`hornet-serve`: a small supervisor that runs the server (service/daemon/server.py) and passes signals on to it.
 
 The server (Ray, the app, HAProxy) runs in a session of its own. A signal sent to hornet-serve's whole process
 group (a supervisor's stop, `timeout`, a CI runner, Ctrl-C in a terminal) then reaches only this process, which
@@ -29,7 +29,7 @@ def set_parent_death_signal(sig: signal.Signals) -> bool:
 
 def supervise(args: list[str]) -> int:
     server = subprocess.Popen(
-        [sys.executable, "-m", "service.cli", *args],
+        [sys.executable, "-m", "service.daemon.cli", *args],
         env={**os.environ, SERVER_ENV: "1"},
         start_new_session=True,
         preexec_fn=lambda: set_parent_death_signal(signal.SIGTERM),
@@ -43,7 +43,7 @@ def supervise(args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if os.environ.get(SERVER_ENV) == "1":
-        from service.server import main as serve  # here, not above: the supervisor stays a small process
+        from service.daemon.server import main as serve  # here, not above: the supervisor stays a small process
 
         return serve(args)
     return supervise(args)

@@ -38,7 +38,7 @@ RAY_ENV: dict[str, str] = {
     # Idle manners: Serve's controller loop at 2 Hz instead of 10 (deploys, replica state changes and autoscaling
     # decisions follow up to 0.4 s later; health checks keep their own period), and Serve's cached request
     # metrics exported once a second instead of ten times by every replica and handle (Prometheus scrapes every
-    # 15 s). With Ray's metrics report every 5 s (service/local.py) they keep an idle service quiet (measured:
+    # 15 s). With Ray's metrics report every 5 s (service/daemon/local.py) they keep an idle service quiet (measured:
     # docs/performance.md#measurements-behind-the-codes-settings).
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.5",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",

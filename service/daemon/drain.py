@@ -1,6 +1,6 @@
-"""`python -m service.drain`: stop the Serve apps of a running Ray cluster without dropping a request.
+"""`python -m service.daemon.drain`: stop the Serve apps of a running Ray cluster without dropping a request.
 
-`hornet-serve` drains its own app on exit (`service.local.local_service`); a cluster started with `ray start`
+`hornet-serve` drains its own app on exit (`service.daemon.local.local_service`); a cluster started with `ray start`
 and `serve deploy` (the image's entry point under docker compose) runs this on SIGTERM, before `ray stop`:
 each app's replicas finish what they hold, by their own counts (`local.drain_gateways`), then Serve shuts down.
 """
@@ -11,13 +11,13 @@ import argparse
 import logging
 
 from service.config import configure_logging
-from service.local import drain_gateways
+from service.daemon.local import drain_gateways
 
-log = logging.getLogger("service.drain")
+log = logging.getLogger("service.daemon.drain")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service.drain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m service.daemon.drain", description=__doc__.splitlines()[0])
     parser.add_argument("--address", default="auto", help="the Ray cluster (default: the one on this node)")
     parser.add_argument(
         "--timeout-s", type=float, default=60.0, help="the longest wait for one app's gateways (default: 60)"
