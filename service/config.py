@@ -164,14 +164,16 @@ _OWN_DEPLOYMENT: dict[str, Callable[[ClassifierSettings], bool]] = {
     "num_replicas": lambda cfg: cfg.num_replicas != 1,
     "autoscaling": lambda cfg: cfg.autoscaling is not None,
     "resources": lambda cfg: bool(cfg.resources),
-    "num_gpus": lambda cfg: cfg.num_gpus > 0,  # colocated takes a GPU when asked, but `auto` keeps GPUs split
 }
+
+
+def _own_deployment_fields(cfg: ClassifierSettings) -> list[str]:
+    return [name for name, needs in _OWN_DEPLOYMENT.items() if needs(cfg)]
 
 
 def _check_colocatable(model_id: str, cfg: ClassifierSettings) -> None:
     """Colocated, a variant has no deployment of its own: what would scale or place one is refused, not ignored."""
-    own = [name for name, needs in _OWN_DEPLOYMENT.items() if name != "num_gpus" and needs(cfg)]
-    if own:
+    if own := _own_deployment_fields(cfg):
         raise ValueError(
             f"topology colocated: {model_id} sets {', '.join(own)}, but its classifier runs inside the gateway's "
             "replicas: scale and place the gateway instead, or set topology: split"
@@ -333,7 +335,9 @@ class Settings(_Strict):
         colocated): colocated where every variant is one replica with no placement or GPU of its own."""
         if self.topology != "auto":
             return self.topology == "colocated"
-        return not any(needs(self.classifier_for(m)) for m in self.models for needs in _OWN_DEPLOYMENT.values())
+        # A GPU: colocated takes one when asked, but `auto` keeps GPU variants split (measured on CPU only).
+        variants = [self.classifier_for(m) for m in self.models]
+        return not any(cfg.num_gpus > 0 or _own_deployment_fields(cfg) for cfg in variants)
 
     @property
     def default_model_id(self) -> str:

@@ -164,14 +164,17 @@ class Gateway(InferenceServicer):  # and KServe's gRPC service, through Serve's 
         """`classifiers`: the variants' deployment handles; None when colocated: this replica builds them itself."""
         self.settings = settings
         cap_malloc_arenas(GATEWAY_MALLOC_ARENAS)  # before the decode threads exist
-        self.classifiers: dict[str, DeploymentHandle | InProcessClassifier] = classifiers or {
-            model_id: InProcessClassifier(settings.variant(model_id)) for model_id in settings.models
-        }
+        self.classifiers: dict[str, DeploymentHandle | InProcessClassifier]
+        if classifiers is None:  # colocated: the classifiers are built here, and their replicas are the gateway's own
+            self.classifiers = {
+                model_id: InProcessClassifier(settings.variant(model_id)) for model_id in settings.models
+            }
+            self.replicas = ReplicaCounts(settings.app_name, deployment_of=dict.fromkeys(settings.models, GATEWAY))
+        else:
+            self.classifiers = classifiers
+            self.replicas = ReplicaCounts(settings.app_name)
         self.decoder = Decoder(settings.gateway, DecodeRules.from_settings(settings.limits, settings.timeouts.decode_s))
         self.metrics = GatewayMetrics.create()
-        # Colocated, a variant's replicas are the gateway's own.
-        hosts = {model_id: GATEWAY for model_id in settings.models} if classifiers is None else {}
-        self.replicas = ReplicaCounts(settings.app_name, deployment_of=hosts)
         self._info: dict[str, ModelInfo] = {}
         self._labels: dict[str, LabelSet] = {}
         auth = settings.auth
