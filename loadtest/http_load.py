@@ -152,13 +152,19 @@ async def closed_loop(
 RAY_DEFAULT_PORTS = frozenset({6379, 8000, 8265, 8404, 9101, 10001, 52365})
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free now (the OS picks it), and none that Ray takes by default."""
+    """A TCP port on 127.0.0.1 that is free now (the OS picks it), none that Ray takes by default, and none this
+    process was given before: the OS may pick a port again once its probe socket is closed, and two roles of one
+    service on the same port (HTTP and metrics) made a start fail."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in RAY_DEFAULT_PORTS:
+        if port not in RAY_DEFAULT_PORTS and port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
             return port
 
 

@@ -1,4 +1,4 @@
-"""loadtest.http_load: free_port never hands out a port a Ray node takes by default; the Triton binary tensor body
+"""loadtest.http_load: free_port never hands out a port a Ray node takes by default, nor one twice; the Triton binary tensor body
 is laid out as tritonclient.http lays it out."""
 
 from __future__ import annotations
@@ -22,6 +22,19 @@ def test_a_port_ray_takes_by_default_is_never_handed_out(monkeypatch):
     monkeypatch.setattr(http_load.socket, "socket", _OsPicks)
     assert http_load.free_port() == 40123
     assert 52365 in http_load.RAY_DEFAULT_PORTS
+
+
+class _OsPicksTheSameTwice(socket.socket):
+    script = [40124, 40124, 40125]
+
+    def getsockname(self):
+        return ("127.0.0.1", self.script.pop(0))
+
+
+def test_a_port_is_handed_out_once_even_when_the_os_picks_it_again(monkeypatch):
+    monkeypatch.setattr(http_load.socket, "socket", _OsPicksTheSameTwice)
+    monkeypatch.setattr(http_load, "_HANDED_OUT", set())
+    assert [http_load.free_port(), http_load.free_port()] == [40124, 40125]
 
 
 def test_triton_binary_body_is_the_json_header_then_the_length_prefixed_element():
